@@ -1,0 +1,21 @@
+"""Model backends. Entries are lazy so `harness --help` never imports torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.backends.caching import CachingBackend
+from harness.registry import Registry
+from harness.types import ModelBackend
+
+BACKENDS: Registry[Any] = Registry("backend")
+BACKENDS.add_lazy("hf", "harness.backends.hf:HFBackend")
+
+
+def create_backend(name: str, model: str | None, **kwargs: Any) -> ModelBackend:
+    factory = BACKENDS.get(name)
+    backend: ModelBackend = factory(model, **kwargs)
+    return backend
+
+
+__all__ = ["BACKENDS", "CachingBackend", "create_backend"]

@@ -1,0 +1,100 @@
+"""A request cache wrapped around any backend (DESIGN.md rule 4).
+
+Keyed by sha256(model fingerprint + canonical request); SQLite in WAL mode so parallel runs
+can share one file. Each batch commits before it returns, so a killed run loses at most the
+batch in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
+
+from harness.types import (
+    GenerationRequest,
+    GenerationResult,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    ModelBackend,
+    stable_hash,
+)
+
+R = TypeVar("R")
+Q = TypeVar("Q", LoglikelihoodRequest, GenerationRequest)
+
+
+class CachingBackend:
+    def __init__(self, inner: ModelBackend, path: Path):
+        self.inner = inner
+        self.name = inner.name
+        self.capabilities = inner.capabilities
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, kind TEXT NOT NULL, "
+            "value TEXT NOT NULL)"
+        )
+        self._db.commit()
+        self.hits = 0
+        self.misses = 0
+        self._model_fp = inner.fingerprint()
+
+    def fingerprint(self) -> str:
+        return self._model_fp
+
+    def info(self) -> dict[str, Any]:
+        return self.inner.info()
+
+    def stats(self) -> dict[str, int]:
+        return {"hits": self.hits, "misses": self.misses}
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _key(self, request: LoglikelihoodRequest | GenerationRequest) -> str:
+        return stable_hash({"model": self._model_fp, "request": request.key()})
+
+    def _cached(
+        self, requests: Sequence[Q], compute: Callable[[list[Q]], list[R]],
+        decode: Callable[[dict[str, Any]], R], kind: str,
+    ) -> list[R]:
+        keys = [self._key(r) for r in requests]
+        found: dict[str, R] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT key, value FROM responses WHERE key IN ({marks})", chunk
+            ).fetchall()
+            for key, value in rows:
+                found[key] = decode(json.loads(value))
+        todo: dict[str, Q] = {}
+        for key, req in zip(keys, requests, strict=True):
+            if key not in found and key not in todo:
+                todo[key] = req
+        self.hits += len(requests) - len(todo)
+        self.misses += len(todo)
+        if todo:
+            fresh = compute(list(todo.values()))
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO responses (key, kind, value) VALUES (?, ?, ?)",
+                    [(k, kind, json.dumps(asdict(v))) for k, v in zip(todo, fresh, strict=True)],  # type: ignore[call-overload]
+                )
+            found.update(zip(todo, fresh, strict=True))
+        return [found[k] for k in keys]
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+        return self._cached(requests, self.inner.loglikelihood,
+                            lambda d: LoglikelihoodResult(**d), "loglikelihood")
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        return self._cached(requests, self.inner.generate,
+                            lambda d: GenerationResult(**d), "generate")

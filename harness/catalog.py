@@ -1,0 +1,105 @@
+"""Task and suite discovery: every YAML under tasks/ (and any extra folders), validated, with
+each name it refers to (format, protocol, metric, record adapter) checked up front."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.data.adapters import ADAPTERS
+from harness.data.sources import tasks_dir
+from harness.errors import ConfigError, HarnessError
+from harness.formats import FORMATS
+from harness.metrics import METRICS
+from harness.protocols import PROTOCOLS
+from harness.registry import Registry
+from harness.taskspec import TaskSpec, load_task_file
+
+
+class SuiteSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    suite: str
+    description: str = ""
+    source: Literal["bundled", "local", "hub", "auto"] = Field(
+        default="auto", description="Where the data comes from; auto = local with --data-dir, else hub."
+    )
+    tasks: list[str] = Field(min_length=1)
+
+
+@dataclass
+class Catalog:
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)
+    suites: dict[str, SuiteSpec] = field(default_factory=dict)
+
+    def task(self, name: str) -> TaskSpec:
+        if name not in self.tasks:
+            raise HarnessError(_unknown("task", name, self.tasks))
+        return self.tasks[name]
+
+    def suite(self, name: str) -> SuiteSpec:
+        if name not in self.suites:
+            raise HarnessError(_unknown("suite", name, self.suites))
+        return self.suites[name]
+
+
+def _unknown(kind: str, name: str, known: Iterable[str]) -> str:
+    reg: Registry[object] = Registry(kind)
+    for k in known:
+        reg.add(k, object())
+    return reg.unknown_message(name)
+
+
+def _check_names(spec: TaskSpec) -> None:
+    def check(registry: Registry[object] | Registry[object], name: str, key: str) -> None:
+        if name not in registry:
+            raise ConfigError(registry.unknown_message(name), file=spec.source_file, key=key)
+
+    check(FORMATS, spec.format, "format")  # type: ignore[arg-type]
+    for p in spec.protocols:
+        check(PROTOCOLS, p, f"protocols.{p}")  # type: ignore[arg-type]
+    for m in spec.metrics:
+        check(METRICS, m, "metrics")  # type: ignore[arg-type]
+    for split, sources in spec.splits.items():
+        for kind in ("local", "hub"):
+            src = getattr(sources, kind)
+            if src is not None:
+                check(ADAPTERS, src.record, f"splits.{split}.{kind}.record")  # type: ignore[arg-type]
+
+
+def load_catalog(extra_dirs: Iterable[Path] = ()) -> Catalog:
+    cat = Catalog()
+    roots = [tasks_dir(), *extra_dirs]
+    for root in roots:
+        if not root.is_dir():
+            raise HarnessError(f"task folder not found: {root}")
+        for path in sorted(root.glob("*.yaml")):
+            for spec in load_task_file(path):
+                _check_names(spec)
+                if spec.task in cat.tasks:
+                    raise ConfigError(
+                        f"task {spec.task!r} is also defined in {cat.tasks[spec.task].source_file}",
+                        file=str(path),
+                    )
+                cat.tasks[spec.task] = spec
+        for path in sorted((root / "suites").glob("*.yaml")):
+            try:
+                raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+                suite = SuiteSpec.model_validate(raw)
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"invalid YAML: {exc}", file=str(path)) from None
+            except ValidationError as err:
+                first = err.errors()[0]
+                loc = ".".join(str(p) for p in first["loc"])
+                raise ConfigError(first["msg"], file=str(path), key=loc) from None
+            cat.suites[suite.suite] = suite
+    for suite in cat.suites.values():
+        for name in suite.tasks:
+            if name not in cat.tasks:
+                raise ConfigError(_unknown("task", name, cat.tasks), file=f"suite {suite.suite}")
+    return cat

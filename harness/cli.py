@@ -1,0 +1,169 @@
+"""Command line: a thin layer over library functions. Heavy imports happen inside commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.errors import HarnessError
+
+
+def _parse_model_args(text: str | None) -> dict[str, Any]:
+    """"dtype=float32,device=cpu" -> dict; numbers and booleans are converted."""
+    out: dict[str, Any] = {}
+    if not text:
+        return out
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise HarnessError(f"--model-args: expected key=value, got {item!r}")
+        v: Any = value.strip()
+        if v.lower() in ("true", "false"):
+            v = v.lower() == "true"
+        else:
+            try:
+                v = int(v)
+            except ValueError:
+                pass
+        out[key.strip()] = v
+    return out
+
+
+def _default_cache() -> Path:
+    from harness.default_model import cache_root
+
+    return cache_root() / "requests.sqlite"
+
+
+def _progress(desc: str, total: int, initial: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="sample", file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.config import RunConfig
+    from harness.report import format_record
+    from harness.runner import Runner
+    from harness.types import stable_hash
+
+    tasks = tuple(t.strip() for t in (args.tasks or "").split(",") if t.strip())
+    fields: dict[str, Any] = dict(
+        model=args.model, backend=args.backend, model_args=_parse_model_args(args.model_args),
+        batch_size=args.batch_size, suite=args.suite, tasks=tasks, protocol=args.protocol,
+        num_fewshot=args.num_fewshot, seed=args.seed, limit=args.limit,
+        data_source=args.data_source, data_dir=args.data_dir,
+        cache=None if args.no_cache else (args.cache or _default_cache()),
+    )
+    output = args.output
+    if output is None:
+        # Deterministic default: rerunning the same command resumes the same run.
+        probe = RunConfig(**fields, output=Path("."))
+        label = args.suite or "-".join(tasks)[:40] or "run"
+        model = Path(args.model).name if args.model else "default"
+        output = Path("runs") / f"{label}-{model}-{stable_hash(probe.identity())[:8]}"
+    config = RunConfig(**fields, output=output)
+    progress = None if args.quiet else _progress
+    record = Runner(config, progress=progress).run()
+    print(format_record(record))
+    print(f"record: {config.output / 'run.json'}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from harness.catalog import load_catalog
+
+    cat = load_catalog()
+    print("tasks:")
+    for name, spec in sorted(cat.tasks.items()):
+        protocols = ", ".join(sorted(spec.protocols))
+        print(f"  {name:<32} v{spec.version}  protocols: {protocols}  {spec.description}")
+    print("suites:")
+    for name, suite in sorted(cat.suites.items()):
+        print(f"  {name:<32} {len(suite.tasks)} tasks ({suite.source} data)  {suite.description}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from harness.records import read_record
+    from harness.report import format_record
+
+    print(format_record(read_record(Path(args.run))))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="Evaluate medical LLMs.")
+    parser.add_argument("--version", action="version", version=f"medllm-harness {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="score a model on tasks or a suite")
+    run.add_argument("--model", help="local folder or HF hub id (default: embedded SmolLM2-135M)")
+    run.add_argument("--backend", default="hf", help="backend name (default: hf)")
+    run.add_argument("--model-args", help="backend arguments, e.g. dtype=bfloat16,device=cuda")
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--suite", help="suite name (see `harness tasks`)")
+    run.add_argument("--tasks", help="comma-separated task ids")
+    run.add_argument("--protocol", help="loglik, loglik_text or generate (default: per task)")
+    run.add_argument("--num-fewshot", type=int, default=0)
+    run.add_argument("--seed", type=int, default=1234)
+    run.add_argument("--limit", type=int, help="score only the first N samples of each task")
+    run.add_argument("--data-source", default="auto", choices=["auto", "bundled", "local", "hub"])
+    run.add_argument("--data-dir", type=Path, help="folder holding the local data files")
+    run.add_argument("--output", type=Path, help="run folder (default: runs/<suite>-<model>-<hash>)")
+    run.add_argument("--cache", type=Path, help="SQLite request cache (default: user cache)")
+    run.add_argument("--no-cache", action="store_true", help="do not use the request cache")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    tasks = sub.add_parser("tasks", help="list tasks and suites")
+    tasks.set_defaults(func=cmd_tasks)
+
+    show = sub.add_parser("show", help="print a finished (or partial) run")
+    show.add_argument("run", help="run folder or run.json")
+    show.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        result: int = args.func(args)
+        return result
+    except HarnessError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for users; --debug for the traceback
+        if args.debug:
+            raise
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            loc = ".".join(str(p) for p in first["loc"])
+            print(f"error: invalid option {loc}: {first['msg']}", file=sys.stderr)
+            return 2
+        print(f"error: {type(exc).__name__}: {exc} (rerun with --debug for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""RunConfig: everything that defines a run, validated; unknown keys rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str | None = Field(
+        default=None, description="Local folder or HF hub id; None = the embedded default model."
+    )
+    backend: str = Field(default="hf", description="Registered backend name.")
+    model_args: dict[str, Any] = Field(
+        default_factory=dict, description="Backend arguments (dtype, device, revision, ...)."
+    )
+    batch_size: int = Field(default=8, ge=1, description="Requests per forward pass.")
+    suite: str | None = Field(default=None, description="Suite name (tasks/suites/*.yaml).")
+    tasks: tuple[str, ...] = Field(default=(), description="Task ids, in addition to the suite.")
+    protocol: str | None = Field(default=None, description="Protocol; None = each task's default.")
+    num_fewshot: int = Field(default=0, ge=0, description="Few-shot exemplars per prompt.")
+    seed: int = Field(default=1234, description="Seeds few-shot selection and sampling.")
+    limit: int | None = Field(default=None, ge=1, description="Score only the first N samples.")
+    data_source: Literal["auto", "bundled", "local", "hub"] = Field(
+        default="auto", description="auto: the suite's choice, else local with --data-dir, else hub."
+    )
+    data_dir: Path | None = Field(default=None, description="Folder with the local data files.")
+    output: Path = Field(description="Run folder (run.json, samples.jsonl).")
+    cache: Path | None = Field(default=None, description="SQLite request cache; None disables.")
+
+    @field_validator("data_dir", "output", "cache")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value.expanduser().resolve() if value is not None else None
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a resumed run must share with the interrupted one."""
+        data = self.model_dump(mode="json", exclude={"output", "cache", "data_dir"})
+        return data

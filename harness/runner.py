@@ -1,0 +1,302 @@
+"""The runner: tasks -> requests -> one batch per request kind -> scores -> metrics -> record.
+
+Samples are scored in chunks; each chunk's results are appended to samples.jsonl (fsynced)
+and its requests committed to the cache before the next chunk starts, so a rerun of an
+interrupted run recomputes nothing already scored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.backends import CachingBackend, create_backend
+from harness.catalog import Catalog, load_catalog
+from harness.config import RunConfig
+from harness.data.sources import SourceKind, load_split
+from harness.errors import CapabilityError, HarnessError
+from harness.formats import FORMATS
+from harness.metrics import METRICS, mean_with_ci
+from harness.protocols import PROTOCOLS, PromptContext, Protocol
+from harness.records import ModelInfo, RunRecord, SampleLog, TaskResult, environment, git_commit
+from harness.taskspec import TaskSpec
+from harness.types import (
+    GenerationRequest,
+    LoglikelihoodRequest,
+    ModelBackend,
+    Request,
+    RequestKind,
+    Sample,
+    Score,
+    stable_hash,
+)
+
+log = logging.getLogger(__name__)
+
+ProgressFactory = Callable[[str, int, int], Any]
+
+
+@dataclass
+class TaskPlan:
+    key: str
+    spec: TaskSpec
+    protocol: Protocol
+    ctx: PromptContext
+    samples: list[Sample]
+    requests: dict[str, list[Request]]
+    source: SourceKind
+    data_fingerprint: str
+    prompt_hash: str
+
+    def fingerprint(self, scorer: str) -> str:
+        return stable_hash({
+            "task": self.spec.task, "version": self.spec.version, "protocol": self.protocol.name,
+            "n_shot": self.ctx.n_shot, "data": self.data_fingerprint, "prompts": self.prompt_hash,
+            "scorer": scorer,
+        })
+
+
+def resolve_tasks(config: RunConfig, catalog: Catalog) -> tuple[list[str], SourceKind]:
+    names: list[str] = []
+    source = config.data_source
+    if config.suite:
+        suite = catalog.suite(config.suite)
+        names.extend(suite.tasks)
+        if source == "auto" and suite.source != "auto":
+            source = suite.source
+    names.extend(t for t in config.tasks if t not in names)
+    if not names:
+        raise HarnessError("nothing to run: pass --suite or --tasks")
+    for name in names:
+        catalog.task(name)
+    if source == "auto":
+        source = "local" if config.data_dir is not None else "hub"
+    return names, source
+
+
+def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind) -> TaskPlan:
+    protocol_name, options = spec.protocol(config.protocol)
+    protocol = PROTOCOLS.get(protocol_name)
+    samples = load_split(spec, spec.eval_split, source, config.data_dir)
+    if config.limit is not None:
+        samples = samples[: config.limit]
+    pool: tuple[Sample, ...] = ()
+    fewshot = spec.fewshot
+    if config.num_fewshot > 0:
+        if fewshot is None:
+            raise HarnessError(f"task {spec.task!r} defines no few-shot split")
+        pool = tuple(load_split(spec, fewshot.split, source, config.data_dir))
+        fewshot = fewshot.model_copy(update={"seed": config.seed})
+    ctx = PromptContext(FORMATS.get(spec.format), options, config.num_fewshot, pool, fewshot)
+    requests: dict[str, list[Request]] = {}
+    for s in samples:
+        try:
+            requests[s.id] = protocol.requests(s, ctx)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise HarnessError(f"task {spec.task!r}, sample {s.id}: cannot build prompt: {exc}") from None
+    key = f"{spec.task}|{protocol_name}|{config.num_fewshot}shot"
+    return TaskPlan(
+        key=key, spec=spec, protocol=protocol, ctx=ctx, samples=samples, requests=requests,
+        source=source,
+        data_fingerprint=stable_hash([s.to_json() for s in samples]),
+        prompt_hash=stable_hash([[r.key() for r in requests[s.id]] for s in samples]),
+    )
+
+
+def _score_to_json(score: Score) -> dict[str, Any]:
+    return {"value": score.value, "answer": score.answer, "explanation": score.explanation,
+            "metadata": dict(score.metadata)}
+
+
+def _score_from_json(data: dict[str, Any]) -> Score:
+    return Score(data["value"], data.get("answer"), data.get("explanation"), data.get("metadata") or {})
+
+
+def _call(backend: ModelBackend, requests: Sequence[Request]) -> list[Any]:
+    """One call per request kind; results back in request order."""
+    results: list[Any] = [None] * len(requests)
+    for kind in RequestKind:
+        idx = [i for i, r in enumerate(requests) if r.kind == kind]
+        if not idx:
+            continue
+        if kind == RequestKind.LOGLIKELIHOOD:
+            ll = [r for r in (requests[i] for i in idx) if isinstance(r, LoglikelihoodRequest)]
+            out: list[Any] = backend.loglikelihood(ll)
+        else:
+            gen = [r for r in (requests[i] for i in idx) if isinstance(r, GenerationRequest)]
+            out = backend.generate(gen)
+        for i, res in zip(idx, out, strict=True):
+            results[i] = res
+    return results
+
+
+class Runner:
+    def __init__(
+        self, config: RunConfig, *, backend: ModelBackend | None = None,
+        catalog: Catalog | None = None, progress: ProgressFactory | None = None,
+        chunk_size: int | None = None,
+    ):
+        self.config = config
+        self.catalog = catalog or load_catalog()
+        self._backend = backend
+        self.progress = progress
+        self.chunk_size = chunk_size or max(8, config.batch_size * 4)
+
+    def _check_resume(self, out: Path) -> None:
+        cfg_path = out / "config.json"
+        identity = self.config.identity()
+        if cfg_path.exists():
+            previous = json.loads(cfg_path.read_text(encoding="utf-8"))
+            diff = sorted(k for k in {*previous, *identity} if previous.get(k) != identity.get(k))
+            if diff:
+                raise HarnessError(
+                    f"{out} holds a run with different settings ({', '.join(diff)}); "
+                    "use another --output or delete that folder"
+                )
+        else:
+            cfg_path.write_text(json.dumps(identity, indent=2, sort_keys=True), encoding="utf-8")
+
+    def run(self) -> RunRecord:
+        config = self.config
+        names, source = resolve_tasks(config, self.catalog)
+        plans = [plan_task(self.catalog.task(n), config, source) for n in names]
+        out = config.output
+        out.mkdir(parents=True, exist_ok=True)
+        self._check_resume(out)
+
+        backend = self._backend or create_backend(
+            config.backend, config.model, batch_size=config.batch_size, **config.model_args
+        )
+        for plan in plans:
+            if plan.protocol.kind not in backend.capabilities:
+                raise CapabilityError(
+                    f"backend {backend.name!r} cannot serve {plan.protocol.kind.value} requests "
+                    f"needed by task {plan.spec.task!r} (protocol {plan.protocol.name})"
+                )
+        cached: CachingBackend | None = None
+        if config.cache is not None:
+            cached = CachingBackend(backend, config.cache)
+        runner_backend: ModelBackend = cached or backend
+
+        record = self._new_record(out, backend)
+        record.write(out)
+        sample_log = SampleLog(out / "samples.jsonl")
+        try:
+            for plan in plans:
+                started = time.monotonic()
+                self._run_task(plan, runner_backend, sample_log)
+                record.tasks[plan.key] = self._task_result(plan, sample_log,
+                                                          time.monotonic() - started)
+                if cached is not None:
+                    record.cache = {"path": str(config.cache), **cached.stats()}
+                record.write(out)
+            record.groups = self._groups(plans, sample_log)
+            record.status = "finished"
+            record.finished_at = datetime.now(UTC).isoformat()
+            record.write(out)
+        except BaseException:
+            record.status = "failed"
+            record.write(out)
+            raise
+        finally:
+            sample_log.close()
+            if cached is not None:
+                cached.close()
+        return record
+
+    def _new_record(self, out: Path, backend: ModelBackend) -> RunRecord:
+        previous = out / "run.json"
+        run_id = uuid.uuid4().hex[:12]
+        created = datetime.now(UTC).isoformat()
+        if previous.exists():
+            try:
+                old = json.loads(previous.read_text(encoding="utf-8"))
+                run_id, created = old["run_id"], old["created_at"]
+            except (json.JSONDecodeError, KeyError):
+                pass
+        info = backend.info()
+        return RunRecord(
+            run_id=run_id, status="running", created_at=created, harness_version=__version__,
+            git_commit=git_commit(),
+            model=ModelInfo(name=self.config.model or "default", backend=self.config.backend,
+                            fingerprint=backend.fingerprint(), args=info),
+            config=self.config.model_dump(mode="json"), environment=environment(),
+        )
+
+    def _run_task(self, plan: TaskPlan, backend: ModelBackend, sample_log: SampleLog) -> None:
+        done = sample_log.done(plan.key)
+        todo = [s for s in plan.samples if s.id not in done]
+        bar = self.progress(plan.key, len(plan.samples), len(plan.samples) - len(todo)) \
+            if self.progress else None
+        try:
+            for start in range(0, len(todo), self.chunk_size):
+                chunk = todo[start:start + self.chunk_size]
+                flat: list[Request] = []
+                spans = []
+                for s in chunk:
+                    reqs = plan.requests[s.id]
+                    spans.append((len(flat), len(flat) + len(reqs)))
+                    flat.extend(reqs)
+                results = _call(backend, flat)
+                entries = []
+                for s, (a, b) in zip(chunk, spans, strict=True):
+                    score = plan.protocol.score(s, results[a:b], plan.ctx)
+                    entries.append({
+                        "task_key": plan.key, "sample_id": s.id, "target": s.target,
+                        "prompt": plan.requests[s.id][0].key().get("context")
+                        or plan.requests[s.id][0].key().get("messages"),
+                        "score": _score_to_json(score),
+                    })
+                sample_log.append(entries)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _scores(self, plan: TaskPlan, sample_log: SampleLog) -> list[Score]:
+        entries = {e["sample_id"]: e for e in sample_log.for_task(plan.key)}
+        missing = [s.id for s in plan.samples if s.id not in entries]
+        if missing:
+            raise HarnessError(f"task {plan.key}: {len(missing)} samples were not scored")
+        return [_score_from_json(entries[s.id]["score"]) for s in plan.samples]
+
+    def _task_result(self, plan: TaskPlan, sample_log: SampleLog, duration: float) -> TaskResult:
+        scores = self._scores(plan, sample_log)
+        names = list(dict.fromkeys([*plan.spec.metrics, *plan.protocol.metrics]))
+        metrics = {n: METRICS.get(n).aggregate(scores).to_json() for n in names}
+        scorer = f"{plan.protocol.name}:{','.join(names)}"
+        spec = plan.spec
+        return TaskResult(
+            task=spec.task, task_version=spec.version, group=spec.group,
+            protocol=plan.protocol.name, n_shot=plan.ctx.n_shot,
+            fewshot_seed=plan.ctx.fewshot.seed if plan.ctx.n_shot and plan.ctx.fewshot else None,
+            split=spec.eval_split, data_source=plan.source,
+            data_fingerprint=plan.data_fingerprint, prompt_hash=plan.prompt_hash, scorer=scorer,
+            task_fingerprint=plan.fingerprint(scorer), n_samples=len(plan.samples),
+            metrics=metrics, main_metric=spec.metrics[0], duration_s=round(duration, 3),
+        )
+
+    def _groups(self, plans: list[TaskPlan], sample_log: SampleLog) -> dict[str, dict[str, Any]]:
+        """Micro average of the main metric over the tasks of each group."""
+        groups: dict[str, list[TaskPlan]] = {}
+        for plan in plans:
+            if plan.spec.group:
+                groups.setdefault(plan.spec.group, []).append(plan)
+        out: dict[str, dict[str, Any]] = {}
+        for name, members in groups.items():
+            metric = METRICS.get(members[0].spec.metrics[0])
+            values = [metric.read(s) for p in members for s in self._scores(p, sample_log)]
+            out[name] = {
+                "tasks": [p.key for p in members],
+                "metrics": {metric.name: mean_with_ci(metric.name, values).to_json()},
+            }
+        return out

@@ -1,0 +1,174 @@
+"""Task YAML schema and loading. YAML is parsed with yaml.safe_load (no tags, no code), and
+validated by pydantic models that forbid unknown keys; errors name the file and the key."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from harness.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IdFilter(_Strict):
+    """Keep (include) or drop (exclude) samples whose metadata[key] is listed in a file under
+    tasks/data/ (a JSON list, or an object whose keys are the ids)."""
+
+    file: str
+    key: str
+    mode: Literal["include", "exclude"] = "include"
+
+
+class LocalSource(_Strict):
+    """A file under the data directory (--data-dir)."""
+
+    path: str = Field(description="Path relative to the data directory.")
+    reader: Literal["jsonl", "json", "csv"] = Field(description="File format.")
+    record: str = Field(description="Registered record adapter turning a raw record into a Sample.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Adapter options.")
+    ids: IdFilter | None = None
+
+
+class HubSource(_Strict):
+    """A Hugging Face dataset, loaded with `datasets.load_dataset` at a pinned revision."""
+
+    path: str = Field(description="Dataset repository id (or a local folder, for tests).")
+    name: str | None = Field(default=None, description="Dataset config name.")
+    revision: str = Field(description="Commit to pin; results record it.")
+    split: str = Field(description="Split name on the hub.")
+    record: str = Field(description="Registered record adapter.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Adapter options.")
+    ids: IdFilter | None = None
+
+
+class SplitSources(_Strict):
+    local: LocalSource | None = None
+    hub: HubSource | None = None
+    bundled: str | None = Field(
+        default=None, description="File under tasks/samples/ with normalised samples."
+    )
+
+
+class FewshotSpec(_Strict):
+    split: str = Field(description="Split the exemplars come from; never the eval split.")
+    sampler: Literal["random", "first_n"] = "random"
+    seed: int = 1234
+
+
+class ProtocolSpec(_Strict):
+    """Protocol options; which keys apply depends on the protocol."""
+
+    max_tokens: int = Field(default=32, ge=1, description="Generation budget (generate).")
+    instruction: str | None = Field(default=None, description="Appended to the prompt (generate).")
+
+
+class TaskSpec(_Strict):
+    task: str = Field(description="Task id, unique across tasks/.")
+    version: int = Field(ge=0, description="Bump when the prompt or the scoring changes.")
+    description: str = ""
+    group: str | None = Field(default=None, description="Group reported as a micro average.")
+    format: str = Field(description="Registered prompt format.")
+    eval_split: str = Field(description="Split that is scored.")
+    splits: dict[str, SplitSources] = Field(description="Data sources per split name.")
+    fewshot: FewshotSpec | None = None
+    protocols: dict[str, ProtocolSpec] = Field(description="Protocols this task supports.")
+    default_protocol: str
+    metrics: list[str] = Field(min_length=1, description="Registered metric names.")
+    format_options: dict[str, Any] = Field(default_factory=dict)
+
+    source_file: str = Field(default="", exclude=True)
+
+    def protocol(self, name: str | None) -> tuple[str, ProtocolSpec]:
+        chosen = name or self.default_protocol
+        if chosen not in self.protocols:
+            raise ConfigError(
+                f"task {self.task!r} has no protocol {chosen!r} "
+                f"(it supports: {', '.join(sorted(self.protocols))})"
+            )
+        return chosen, self.protocols[chosen]
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    value = first.get("input")
+    shown = f" (got {value!r})" if not isinstance(value, dict) and value is not None else ""
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{loc}: {first['msg']}{shown}{more}"
+
+
+def load_task_file(path: Path) -> list[TaskSpec]:
+    """Parse one task YAML: either a single task, or a family with `defaults:` and `tasks:`."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}invalid YAML: {problem}", file=str(path)) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("a task file must be a mapping", file=str(path))
+    if "tasks" in raw:
+        unknown = set(raw) - {"family", "defaults", "tasks"}
+        if unknown:
+            raise ConfigError(f"unknown top-level keys {sorted(unknown)}", file=str(path))
+        entries = [
+            _deep_merge(raw.get("defaults") or {}, entry) for entry in raw["tasks"] or []
+        ]
+    else:
+        entries = [raw]
+    specs = []
+    for i, entry in enumerate(entries):
+        try:
+            spec = TaskSpec.model_validate({**entry, "source_file": str(path)})
+        except ValidationError as err:
+            prefix = f"tasks[{i}]." if "tasks" in raw else ""
+            name = entry.get("task", "?") if isinstance(entry, dict) else "?"
+            raise ConfigError(
+                f"task {name!r}: {prefix}{_format_validation_error(err)}", file=str(path)
+            ) from None
+        _check_references(spec, path)
+        specs.append(spec)
+    return specs
+
+
+def _check_references(spec: TaskSpec, path: Path) -> None:
+    if spec.eval_split not in spec.splits:
+        raise ConfigError(
+            f"task {spec.task!r}: eval_split {spec.eval_split!r} is not in splits", file=str(path),
+            key="eval_split",
+        )
+    if spec.fewshot is not None:
+        if spec.fewshot.split == spec.eval_split:
+            raise ConfigError(
+                f"task {spec.task!r}: few-shot exemplars must not come from the eval split",
+                file=str(path), key="fewshot.split",
+            )
+        if spec.fewshot.split not in spec.splits:
+            raise ConfigError(
+                f"task {spec.task!r}: fewshot split {spec.fewshot.split!r} is not in splits",
+                file=str(path), key="fewshot.split",
+            )
+    if spec.default_protocol not in spec.protocols:
+        raise ConfigError(
+            f"task {spec.task!r}: default_protocol {spec.default_protocol!r} is not in protocols",
+            file=str(path), key="default_protocol",
+        )

@@ -1,0 +1,157 @@
+"""Core value types passed between stages (DESIGN.md §3). Plain, frozen, JSON-friendly."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+def stable_hash(obj: Any) -> str:
+    """sha256 of the canonical JSON form of `obj` (sorted keys, no whitespace)."""
+    data = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation item. `target` is a choice index for MCQA, else free text."""
+
+    id: str
+    input: str | tuple[Message, ...]
+    choices: tuple[str, ...] = ()
+    target: int | str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["choices"] = list(self.choices)
+        data["metadata"] = dict(self.metadata)
+        if not isinstance(self.input, str):
+            data["input"] = [asdict(m) for m in self.input]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sample:
+        raw_input = data["input"]
+        inp: str | tuple[Message, ...] = (
+            raw_input if isinstance(raw_input, str) else tuple(Message(**m) for m in raw_input)
+        )
+        return cls(
+            id=str(data["id"]),
+            input=inp,
+            choices=tuple(data.get("choices") or ()),
+            target=data.get("target"),
+            metadata=dict(data.get("metadata") or {}),
+        )
+
+
+class RequestKind(enum.StrEnum):
+    LOGLIKELIHOOD = "loglikelihood"
+    GENERATE = "generate"
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """log P(continuation | context). Trailing spaces of the context move to the
+    continuation before tokenising, as lm-eval does."""
+
+    context: str
+    continuation: str
+
+    kind = RequestKind.LOGLIKELIHOOD
+
+    def key(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "context": self.context, "continuation": self.continuation}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """A completion of `prompt`, or a chat reply to `messages` (exactly one is set)."""
+
+    prompt: str | None = None
+    messages: tuple[Message, ...] | None = None
+    config: GenerationConfig = field(default_factory=GenerationConfig)
+
+    kind = RequestKind.GENERATE
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("GenerationRequest needs exactly one of prompt or messages")
+
+    def key(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind.value,
+            "prompt": self.prompt,
+            "messages": [asdict(m) for m in self.messages] if self.messages else None,
+            "config": asdict(self.config),
+        }
+
+
+Request = LoglikelihoodRequest | GenerationRequest
+
+
+@dataclass(frozen=True)
+class LoglikelihoodResult:
+    logprob: float
+    is_greedy: bool
+    n_tokens: int
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    n_prompt_tokens: int = 0
+    n_completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Score:
+    """A per-sample score. value None means unscored (parse failure, refusal): counted and
+    reported apart, never folded into a mean."""
+
+    value: float | None
+    answer: str | None = None
+    explanation: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """Batch-first model interface. Results are returned in request order."""
+
+    name: str
+    capabilities: frozenset[RequestKind]
+
+    def fingerprint(self) -> str:
+        """Identifies the weights and every argument that changes outputs."""
+        ...
+
+    def info(self) -> dict[str, Any]:
+        """What the record stores about the model (never secrets)."""
+        ...
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest]
+    ) -> list[LoglikelihoodResult]: ...
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]: ...
