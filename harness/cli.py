@@ -61,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         num_fewshot=args.num_fewshot, seed=args.seed, limit=args.limit,
         data_source=args.data_source, data_dir=args.data_dir,
         cache=None if args.no_cache else (args.cache or _default_cache()),
+        task_dirs=tuple(args.include_tasks or ()),
     )
     output = args.output
     if output is None:
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from harness.catalog import load_catalog
 
-    cat = load_catalog()
+    cat = load_catalog(args.include_tasks or ())
     print("tasks:")
     for name, spec in sorted(cat.tasks.items()):
         protocols = ", ".join(sorted(spec.protocols))
@@ -122,9 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache", type=Path, help="SQLite request cache (default: user cache)")
     run.add_argument("--no-cache", action="store_true", help="do not use the request cache")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--include-tasks", type=Path, action="append",
+                     help="extra folder of task YAMLs (repeatable)")
     run.set_defaults(func=cmd_run)
 
     tasks = sub.add_parser("tasks", help="list tasks and suites")
+    tasks.add_argument("--include-tasks", type=Path, action="append",
+                       help="extra folder of task YAMLs (repeatable)")
     tasks.set_defaults(func=cmd_tasks)
 
     show = sub.add_parser("show", help="print a finished (or partial) run")

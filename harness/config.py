@@ -31,6 +31,9 @@ class RunConfig(BaseModel):
     data_dir: Path | None = Field(default=None, description="Folder with the local data files.")
     output: Path = Field(description="Run folder (run.json, samples.jsonl).")
     cache: Path | None = Field(default=None, description="SQLite request cache; None disables.")
+    task_dirs: tuple[Path, ...] = Field(
+        default=(), description="Extra folders of task YAMLs (and suites/) beside the bundled ones."
+    )
 
     @field_validator("data_dir", "output", "cache")
     @classmethod

@@ -39,6 +39,9 @@ def extract_choice(text: str, labels: tuple[str, ...], choices: tuple[str, ...])
     # 2. The reply starts with a label: "C", "C)", "(C) Ibuprofen", "yes.".
     start = re.match(rf"^[\(\[]?({label_alt})(?:[\)\]\.:,]|\s|$)", cleaned, flags)
     if start and (len(start.group(1)) > 1 or start.group(1).isupper() or len(cleaned) <= 3):
+        others = set(re.findall(rf"(?<![\w'])({label_alt})(?![\w'])", cleaned[start.end():]))
+        if others - {start.group(1)}:
+            return Extraction(None, "ambiguous_labels")
         return Extraction(lower_labels.index(start.group(1).lower()), "leading_label")
 
     # 3. Exactly one option text appears verbatim (normalised).

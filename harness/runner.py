@@ -145,7 +145,7 @@ class Runner:
         chunk_size: int | None = None,
     ):
         self.config = config
-        self.catalog = catalog or load_catalog()
+        self.catalog = catalog or load_catalog(config.task_dirs)
         self._backend = backend
         self.progress = progress
         self.chunk_size = chunk_size or max(8, config.batch_size * 4)

@@ -1,0 +1,150 @@
+"""Parity with lm-eval 0.4.13 (DESIGN.md §4): on the first 100 questions of MedQA, MedMCQA and
+PubMedQA, our `loglik` protocol and lm-eval's BUILT-IN tasks (run through its own `hf` model,
+on the same local data) must pick the same option for every question, give the same accuracy,
+and agree on every per-choice log-likelihood within 1e-3.
+
+Slow (~4-6 minutes on 2 CPU cores): both sides load the default model and score 300 questions.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT.parent / "shared" / "data"
+DATASETS = ("medqa", "medmcqa", "pubmedqa")
+LIMIT = 100
+BATCH_SIZE = 8
+LL_TOLERANCE = 1e-3
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (DATA_DIR / "MANIFEST.md").is_file(),
+        reason=f"real data not found at {DATA_DIR} (the shared/ data checkout is needed)",
+    ),
+]
+
+
+def _load_helper() -> Any:
+    """tests/lmeval_local.py, imported by path (works whatever pytest's import mode)."""
+    name = "_medllm_lmeval_local"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("lmeval_local.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _lm_loglik(resp: Any) -> float:
+    """One choice's filtered response: (loglik, is_greedy), possibly nested or stringified."""
+    while isinstance(resp, (list, tuple)) and resp and isinstance(resp[0], (list, tuple)):
+        resp = resp[0]
+    if isinstance(resp, (list, tuple)):
+        return float(resp[0])
+    if isinstance(resp, str):  # "(-1.23, False)"
+        return float(resp.strip("()[] ").split(",")[0])
+    return float(resp)
+
+
+def _argmax(values: list[float]) -> int:
+    return max(range(len(values)), key=lambda i: values[i])
+
+
+@pytest.fixture(scope="module")
+def parity_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'lm-eval[hf]==0.4.13')")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from harness.config import RunConfig
+    from harness.default_model import default_model_dir
+    from harness.runner import Runner
+
+    helper = _load_helper()
+    base = tmp_path_factory.mktemp("lmeval_parity")
+    local = helper.write_local_tasks(DATA_DIR, base / "lmeval", DATASETS, LIMIT)
+    helper.check_prompts(local, n=LIMIT)  # every prompt and continuation, before any scoring
+    model_dir = default_model_dir()
+
+    # Ours first (its record is the reference for which samples were scored).
+    out = base / "run"
+    config = RunConfig(
+        tasks=DATASETS, protocol="loglik", limit=LIMIT, data_source="local", data_dir=DATA_DIR,
+        output=out, cache=None, batch_size=BATCH_SIZE,
+    )
+    record = Runner(config).run()
+    ours: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in DATASETS}
+    for line in (out / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        task = entry["task_key"].split("|", 1)[0]
+        ours[task][entry["sample_id"]] = entry
+    our_acc = {}
+    for key, result in record.tasks.items():
+        our_acc[key.split("|", 1)[0]] = result.metrics["accuracy"]["value"]
+
+    results = lm_eval.simple_evaluate(
+        model="hf", model_args=f"pretrained={model_dir},dtype=float32",
+        tasks=local.task_names, task_manager=TaskManager(include_path=str(local.folder)),
+        batch_size=BATCH_SIZE, log_samples=True,
+    )
+    assert results is not None
+    return {"local": local, "ours": ours, "our_acc": our_acc, "lm": results}
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_lmeval_parity(parity_runs: dict[str, Any], dataset: str) -> None:
+    local = parity_runs["local"]
+    lm_task = local.tasks[dataset]
+    samples = local.samples[dataset]
+    assert len(samples) == LIMIT
+
+    logged = sorted(parity_runs["lm"]["samples"][lm_task], key=lambda e: int(e["doc_id"]))
+    assert [int(e["doc_id"]) for e in logged] == list(range(LIMIT)), "lm-eval scored other docs"
+    ours = parity_runs["ours"][dataset]
+    assert sorted(ours) == sorted(s.id for s in samples), "we scored other samples"
+
+    disagreements: list[str] = []
+    max_diff, worst = 0.0, ""
+    lm_correct = our_correct = 0
+    for entry, sample in zip(logged, samples, strict=True):
+        assert entry["doc"]["id"] == sample.id, f"doc {entry['doc_id']} is not {sample.id}"
+        lm_ll = [_lm_loglik(r) for r in entry["filtered_resps"]]
+        score = ours[sample.id]["score"]
+        our_ll = [float(x) for x in score["metadata"]["logprobs"]]
+        assert len(lm_ll) == len(our_ll) == len(sample.choices), sample.id
+        lm_pred, our_pred = _argmax(lm_ll), int(score["metadata"]["pred_index"])
+        lm_correct += lm_pred == sample.target
+        our_correct += int(score["value"] == 1.0)
+        if lm_pred != our_pred:
+            disagreements.append(f"{sample.id}: lm-eval {lm_pred} {lm_ll} vs ours {our_pred} {our_ll}")
+        for k, (a, b) in enumerate(zip(lm_ll, our_ll, strict=True)):
+            if abs(a - b) > max_diff:
+                max_diff, worst = abs(a - b), f"{sample.id} choice {k}: lm-eval {a} ours {b}"
+
+    assert not disagreements, (
+        f"{dataset}: {len(disagreements)}/{LIMIT} predictions differ:\n" + "\n".join(disagreements[:10])
+    )
+    lm_acc = parity_runs["lm"]["results"][lm_task]["acc,none"]
+    assert lm_acc == pytest.approx(lm_correct / LIMIT), "lm-eval's acc is not its own argmax"
+    assert our_correct == lm_correct, f"{dataset}: accuracy ours {our_correct} vs lm-eval {lm_correct}"
+    assert parity_runs["our_acc"][dataset] == pytest.approx(lm_acc), (
+        f"{dataset}: accuracy ours {parity_runs['our_acc'][dataset]} vs lm-eval {lm_acc}"
+    )
+    assert max_diff <= LL_TOLERANCE, (
+        f"{dataset}: per-choice log-likelihoods differ by up to {max_diff:.2e} (> {LL_TOLERANCE}); "
+        f"worst: {worst}"
+    )
