@@ -14,7 +14,7 @@ the last one).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,18 +130,10 @@ def write_local_tasks(
 
 def lmeval_task_objects(local: LocalTasks) -> dict[str, Any]:
     """lm-eval Task objects for the written folder, keyed by our dataset name."""
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
 
-    tm = TaskManager(include_path=str(local.folder))
-    task_dict = get_task_dict(local.task_names, tm)
-    by_name = {getattr(t, "config").task: t for t in _flatten(task_dict)}
-    return {ds: by_name[lm] for ds, lm in local.tasks.items()}
-
-
-def _flatten(obj: Any) -> list[Any]:
-    if isinstance(obj, Mapping):
-        return [t for v in obj.values() for t in _flatten(v)]
-    return [obj]
+    loaded = TaskManager(include_path=str(local.folder)).load(local.task_names)
+    return {ds: loaded["tasks"][lm] for ds, lm in local.tasks.items()}
 
 
 def check_prompts(local: LocalTasks, n: int = 5) -> int:

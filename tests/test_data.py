@@ -87,7 +87,8 @@ def test_hub_loader_through_datasets_on_local_files(cat, shared_data, tmp_path):
             f.write(json.dumps(rec) + "\n")
     spec = cat.task("medqa")
     hub = spec.splits["test"].hub.model_copy(update={"path": str(folder)})
-    spec = spec.model_copy(update={"splits": {**spec.splits, "test": spec.splits["test"].model_copy(update={"hub": hub})}})
+    test_split = spec.splits["test"].model_copy(update={"hub": hub})
+    spec = spec.model_copy(update={"splits": {**spec.splits, "test": test_split}})
     from_hub = load_split(spec, "test", "hub", None)
     assert [(s.input, s.choices, s.target) for s in from_hub] == [(s.input, s.choices, s.target) for s in local]
     assert spec.splits["test"].hub.revision and len(spec.splits["test"].hub.revision) == 40

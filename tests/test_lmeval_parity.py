@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,10 @@ def parity_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         tasks=DATASETS, protocol="loglik", limit=LIMIT, data_source="local", data_dir=DATA_DIR,
         output=out, cache=None, batch_size=BATCH_SIZE,
     )
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
     record = Runner(config).run()
+    timings["ours"] = time.monotonic() - t0
     ours: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in DATASETS}
     for line in (out / "samples.jsonl").read_text(encoding="utf-8").splitlines():
         entry = json.loads(line)
@@ -96,12 +100,18 @@ def parity_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for key, result in record.tasks.items():
         our_acc[key.split("|", 1)[0]] = result.metrics["accuracy"]["value"]
 
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # lm-eval's hf defaults to cuda
+    t0 = time.monotonic()
     results = lm_eval.simple_evaluate(
-        model="hf", model_args=f"pretrained={model_dir},dtype=float32",
+        model="hf", model_args=f"pretrained={model_dir},dtype=float32,device={device}",
         tasks=local.task_names, task_manager=TaskManager(include_path=str(local.folder)),
         batch_size=BATCH_SIZE, log_samples=True,
     )
     assert results is not None
+    timings["lm-eval"] = time.monotonic() - t0
+    print(f"wall time: ours {timings['ours']:.1f} s, lm-eval {timings['lm-eval']:.1f} s")
     return {"local": local, "ours": ours, "our_acc": our_acc, "lm": results}
 
 

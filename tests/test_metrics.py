@@ -29,5 +29,6 @@ def test_continuous_values_use_seeded_bootstrap():
 
 
 def test_accuracy_norm_reads_protocol_values():
-    scores = [Score(1.0, metadata={"values": {"accuracy_norm": 0.0}}), Score(0.0, metadata={"values": {"accuracy_norm": 1.0}})]
+    scores = [Score(1.0, metadata={"values": {"accuracy_norm": 0.0}}),
+              Score(0.0, metadata={"values": {"accuracy_norm": 1.0}})]
     assert METRICS.get("accuracy_norm").aggregate(scores).value == 0.5

