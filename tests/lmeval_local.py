@@ -142,6 +142,7 @@ def check_prompts(local: LocalTasks, n: int = 5) -> int:
     from harness.catalog import load_catalog
     from harness.formats import FORMATS
     from harness.protocols import PROTOCOLS, PromptContext
+    from harness.types import LoglikelihoodRequest
 
     catalog = load_catalog()
     tasks = lmeval_task_objects(local)
@@ -161,7 +162,7 @@ def check_prompts(local: LocalTasks, n: int = 5) -> int:
             theirs = (task.doc_to_text(doc),
                       tuple(f"{delim}{c}" for c in task.doc_to_choice(doc)),
                       task.doc_to_target(doc))
-            reqs = proto.requests(sample, ctx)
+            reqs = [r for r in proto.requests(sample, ctx) if isinstance(r, LoglikelihoodRequest)]
             ours = (reqs[0].context, tuple(r.continuation for r in reqs), sample.target)
             target = theirs[2]
             if isinstance(target, str):  # pubmedqa: the answer word

@@ -90,30 +90,26 @@ def medmcqa_hf(rec: Mapping[str, Any], i: int, opts: Mapping[str, Any]) -> Sampl
 PUBMEDQA_CHOICES = ("yes", "no", "maybe")
 
 
-@ADAPTERS.register("pubmedqa_pqal")
-def pubmedqa_pqal(rec: Mapping[str, Any], i: int, opts: Mapping[str, Any]) -> Sample | None:
-    """ori_pqal.json entry (keyed by PMID; the reader puts the key in `_key`)."""
-    pmid = str(rec["_key"])
+def _pubmedqa(pmid: object, question: str, contexts: list[str], decision: str) -> Sample:
     return Sample(
         id=f"pubmedqa-{pmid}",
-        input=rec["QUESTION"],
+        input=question,
         choices=PUBMEDQA_CHOICES,
-        target=PUBMEDQA_CHOICES.index(rec["final_decision"]),
-        metadata={"contexts": list(rec["CONTEXTS"]), "pmid": pmid},
+        target=PUBMEDQA_CHOICES.index(decision),
+        metadata={"contexts": list(contexts), "pmid": str(pmid)},
     )
+
+
+@ADAPTERS.register("pubmedqa_pqal")
+def pubmedqa_pqal(rec: Mapping[str, Any], i: int, opts: Mapping[str, Any]) -> Sample:
+    """ori_pqal.json entry (keyed by PMID; the reader puts the key in `_key`)."""
+    return _pubmedqa(rec["_key"], rec["QUESTION"], rec["CONTEXTS"], rec["final_decision"])
 
 
 @ADAPTERS.register("pubmedqa_hf")
-def pubmedqa_hf(rec: Mapping[str, Any], i: int, opts: Mapping[str, Any]) -> Sample | None:
+def pubmedqa_hf(rec: Mapping[str, Any], i: int, opts: Mapping[str, Any]) -> Sample:
     """qiaojin/PubMedQA pqa_labeled: pubid, question, context.contexts, final_decision."""
-    pmid = str(rec["pubid"])
-    return Sample(
-        id=f"pubmedqa-{pmid}",
-        input=rec["question"],
-        choices=PUBMEDQA_CHOICES,
-        target=PUBMEDQA_CHOICES.index(rec["final_decision"]),
-        metadata={"contexts": list(rec["context"]["contexts"]), "pmid": pmid},
-    )
+    return _pubmedqa(rec["pubid"], rec["question"], rec["context"]["contexts"], rec["final_decision"])
 
 
 @ADAPTERS.register("mmlu_csv_row")
