@@ -55,13 +55,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.types import stable_hash
 
     tasks = tuple(t.strip() for t in (args.tasks or "").split(",") if t.strip())
+    model_args = _parse_model_args(args.model_args)
+    # conveniences for remote backends; they travel as backend arguments
+    for key in ("base_url", "api_key_env", "concurrency", "timeout"):
+        if getattr(args, key) is not None:
+            model_args[key] = getattr(args, key)
     fields: dict[str, Any] = dict(
-        model=args.model, backend=args.backend, model_args=_parse_model_args(args.model_args),
+        model=args.model, backend=args.backend, model_args=model_args,
         batch_size=args.batch_size, suite=args.suite, tasks=tasks, protocol=args.protocol,
         num_fewshot=args.num_fewshot, seed=args.seed, limit=args.limit,
         data_source=args.data_source, data_dir=args.data_dir,
         cache=None if args.no_cache else (args.cache or _default_cache()),
-        task_dirs=tuple(args.include_tasks or ()),
+        task_dirs=tuple(args.include_tasks or ()), shard=args.shard, max_attempts=args.max_attempts,
     )
     output = args.output
     if output is None:
@@ -75,6 +80,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     record = Runner(config, progress=progress).run()
     print(format_record(record))
     print(f"record: {config.output / 'run.json'}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from harness.merge import merge_runs
+    from harness.report import format_record
+
+    record = merge_runs([Path(p) for p in args.runs], args.output)
+    print(format_record(record))
+    print(f"record: {args.output / 'run.json'}")
     return 0
 
 
@@ -108,7 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="score a model on tasks or a suite")
     run.add_argument("--model", help="local folder or HF hub id (default: embedded SmolLM2-135M)")
-    run.add_argument("--backend", default="hf", help="backend name (default: hf)")
+    run.add_argument("--backend", default="hf", help="hf, vllm or openai (default: hf)")
+    run.add_argument("--base-url", help="openai backend: the server, e.g. http://127.0.0.1:8000/v1")
+    run.add_argument("--api-key-env", help="openai backend: NAME of the environment variable holding the key")
+    run.add_argument("--concurrency", type=int, help="openai backend: requests in flight (default 8)")
+    run.add_argument("--timeout", type=float, help="openai backend: seconds per request (default 60)")
     run.add_argument("--model-args", help="backend arguments, e.g. dtype=bfloat16,device=cuda")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--suite", help="suite name (see `harness tasks`)")
@@ -125,7 +144,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--include-tasks", type=Path, action="append",
                      help="extra folder of task YAMLs (repeatable)")
+    run.add_argument("--shard", help="I/N: score only shard I (0-based) of N of every task")
+    run.add_argument("--max-attempts", type=int, default=4,
+                     help="tries per request before its sample is unscored (default 4)")
     run.set_defaults(func=cmd_run)
+
+    merge = sub.add_parser("merge", help="combine the shards of a run into one record")
+    merge.add_argument("runs", nargs="+", help="shard run folders")
+    merge.add_argument("--output", type=Path, required=True, help="folder for the merged run")
+    merge.set_defaults(func=cmd_merge)
 
     tasks = sub.add_parser("tasks", help="list tasks and suites")
     tasks.add_argument("--include-tasks", type=Path, action="append",

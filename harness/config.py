@@ -31,9 +31,27 @@ class RunConfig(BaseModel):
     data_dir: Path | None = Field(default=None, description="Folder with the local data files.")
     output: Path = Field(description="Run folder (run.json, samples.jsonl).")
     cache: Path | None = Field(default=None, description="SQLite request cache; None disables.")
+    shard: tuple[int, int] | None = Field(
+        default=None, description="(I, N): score only shard I of N of every task (0-based)."
+    )
+    max_attempts: int = Field(default=4, ge=1, description="Tries per request before it is unscored.")
     task_dirs: tuple[Path, ...] = Field(
         default=(), description="Extra folders of task YAMLs (and suites/) beside the bundled ones."
     )
+
+    @field_validator("shard", mode="before")
+    @classmethod
+    def _parse_shard(cls, value: object) -> object:
+        if isinstance(value, str):
+            left, sep, right = value.partition("/")
+            if not sep or not left.strip().isdigit() or not right.strip().isdigit():
+                raise ValueError(f"expected I/N, e.g. 0/4, got {value!r}")
+            value = (int(left), int(right))
+        if isinstance(value, (tuple, list)) and len(value) == 2:
+            index, count = int(value[0]), int(value[1])
+            if not 0 <= index < count:
+                raise ValueError(f"shard index must be in 0..N-1, got {index}/{count}")
+        return value
 
     @field_validator("data_dir", "output", "cache")
     @classmethod
@@ -42,5 +60,4 @@ class RunConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the interrupted one."""
-        data = self.model_dump(mode="json", exclude={"output", "cache", "data_dir"})
-        return data
+        return self.model_dump(mode="json", exclude={"output", "cache", "data_dir", "max_attempts"})

@@ -63,6 +63,9 @@ class RunRecord(_Record):
     tasks: dict[str, TaskResult] = Field(default_factory=dict)
     groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
     cache: dict[str, Any] = Field(default_factory=dict)
+    requests: dict[str, Any] = Field(
+        default_factory=dict, description="Retries, failures and token usage of the backend."
+    )
 
     def write(self, out_dir: Path) -> Path:
         path = out_dir / "run.json"
@@ -120,7 +123,11 @@ class SampleLog:
                 raise HarnessError(f"{self.path}:{lineno}: corrupt sample line ({exc})") from None
 
     def done(self, task_key: str) -> set[str]:
-        return {sid for (key, sid) in self.entries if key == task_key}
+        """Samples already scored; those whose requests failed are tried again on resume."""
+        return {
+            sid for (key, sid), e in self.entries.items()
+            if key == task_key and not e["score"].get("metadata", {}).get("request_failed")
+        }
 
     def for_task(self, task_key: str) -> list[dict[str, Any]]:
         return [e for (key, _), e in self.entries.items() if key == task_key]

@@ -11,7 +11,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 
 from harness import __version__
 from harness.backends import CachingBackend, create_backend
+from harness.backends.retry import RetryingBackend
 from harness.catalog import Catalog, load_catalog
 from harness.config import RunConfig
 from harness.data.sources import SourceKind, load_split
@@ -33,6 +34,7 @@ from harness.types import (
     LoglikelihoodRequest,
     ModelBackend,
     Request,
+    RequestFailure,
     RequestKind,
     Sample,
     Score,
@@ -46,6 +48,9 @@ ProgressFactory = Callable[[str, int, int], Any]
 
 @dataclass
 class TaskPlan:
+    """One task of a run. `samples` is this shard's share; `index` maps each sample id to its
+    position in the whole task, so shards merge back in order."""
+
     key: str
     spec: TaskSpec
     protocol: Protocol
@@ -55,6 +60,7 @@ class TaskPlan:
     source: SourceKind
     data_fingerprint: str
     prompt_hash: str
+    index: dict[str, int]
 
     def fingerprint(self, scorer: str) -> str:
         return stable_hash({
@@ -103,11 +109,15 @@ def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind) -> TaskPlan
         except (KeyError, TypeError, ValueError) as exc:
             raise HarnessError(f"task {spec.task!r}, sample {s.id}: cannot build prompt: {exc}") from None
     key = f"{spec.task}|{protocol_name}|{config.num_fewshot}shot"
+    index = {s.id: i for i, s in enumerate(samples)}
+    data_fp = stable_hash([s.to_json() for s in samples])
+    prompt_hash = stable_hash([[r.key() for r in requests[s.id]] for s in samples])
+    if config.shard is not None:
+        shard, n_shards = config.shard
+        samples = samples[shard::n_shards]
     return TaskPlan(
         key=key, spec=spec, protocol=protocol, ctx=ctx, samples=samples, requests=requests,
-        source=source,
-        data_fingerprint=stable_hash([s.to_json() for s in samples]),
-        prompt_hash=stable_hash([[r.key() for r in requests[s.id]] for s in samples]),
+        source=source, data_fingerprint=data_fp, prompt_hash=prompt_hash, index=index,
     )
 
 
@@ -118,6 +128,20 @@ def _score_to_json(score: Score) -> dict[str, Any]:
 
 def _score_from_json(data: dict[str, Any]) -> Score:
     return Score(data["value"], data.get("answer"), data.get("explanation"), data.get("metadata") or {})
+
+
+def _usage(backend: ModelBackend) -> dict[str, int]:
+    usage = getattr(backend, "usage", None)
+    return dict(usage()) if callable(usage) else {}
+
+
+def _score(plan: TaskPlan, sample: Sample, results: Sequence[Any]) -> Score:
+    """A sample with a failed request is unscored with the reason; never guessed."""
+    failures = [r for r in results if isinstance(r, RequestFailure)]
+    if failures:
+        return Score(None, explanation=f"request failed: {failures[0].reason}",
+                     metadata={"request_failed": True, "failures": [f.reason for f in failures]})
+    return plan.protocol.score(sample, results, plan.ctx)
 
 
 def _call(backend: ModelBackend, requests: Sequence[Request]) -> list[Any]:
@@ -181,10 +205,11 @@ class Runner:
                     f"backend {backend.name!r} cannot serve {plan.protocol.kind.value} requests "
                     f"needed by task {plan.spec.task!r} (protocol {plan.protocol.name})"
                 )
+        retrying = RetryingBackend(backend, max_attempts=config.max_attempts)
         cached: CachingBackend | None = None
         if config.cache is not None:
-            cached = CachingBackend(backend, config.cache)
-        runner_backend: ModelBackend = cached or backend
+            cached = CachingBackend(retrying, config.cache)
+        runner_backend: ModelBackend = cached or retrying
 
         record = self._new_record(out, backend)
         record.write(out)
@@ -197,8 +222,11 @@ class Runner:
                                                           time.monotonic() - started)
                 if cached is not None:
                     record.cache = {"path": str(config.cache), **cached.stats()}
+                record.requests = {**retrying.stats(), **_usage(backend)}
                 record.write(out)
-            record.groups = self._groups(plans, sample_log)
+            record.groups = group_results(
+                record.tasks, {p.key: self._scores(p, sample_log) for p in plans}
+            )
             record.status = "finished"
             record.finished_at = datetime.now(UTC).isoformat()
             record.write(out)
@@ -248,9 +276,10 @@ class Runner:
                 results = _call(backend, flat)
                 entries = []
                 for s, (a, b) in zip(chunk, spans, strict=True):
-                    score = plan.protocol.score(s, results[a:b], plan.ctx)
+                    score = _score(plan, s, results[a:b])
                     entries.append({
-                        "task_key": plan.key, "sample_id": s.id, "target": s.target,
+                        "task_key": plan.key, "sample_id": s.id, "index": plan.index[s.id],
+                        "target": s.target,
                         "prompt": plan.requests[s.id][0].key().get("context")
                         or plan.requests[s.id][0].key().get("messages"),
                         "score": _score_to_json(score),
@@ -270,33 +299,39 @@ class Runner:
         return [_score_from_json(entries[s.id]["score"]) for s in plan.samples]
 
     def _task_result(self, plan: TaskPlan, sample_log: SampleLog, duration: float) -> TaskResult:
-        scores = self._scores(plan, sample_log)
         names = list(dict.fromkeys([*plan.spec.metrics, *plan.protocol.metrics]))
-        metrics = {n: METRICS.get(n).aggregate(scores).to_json() for n in names}
         scorer = f"{plan.protocol.name}:{','.join(names)}"
         spec = plan.spec
-        return TaskResult(
+        result = TaskResult(
             task=spec.task, task_version=spec.version, group=spec.group,
             protocol=plan.protocol.name, n_shot=plan.ctx.n_shot,
             fewshot_seed=plan.ctx.fewshot.seed if plan.ctx.n_shot and plan.ctx.fewshot else None,
             split=spec.eval_split, data_source=plan.source,
             data_fingerprint=plan.data_fingerprint, prompt_hash=plan.prompt_hash, scorer=scorer,
-            task_fingerprint=plan.fingerprint(scorer), n_samples=len(plan.samples),
-            metrics=metrics, main_metric=spec.metrics[0], duration_s=round(duration, 3),
+            task_fingerprint=plan.fingerprint(scorer), n_samples=0,
+            metrics={n: {} for n in names}, main_metric=spec.metrics[0], duration_s=round(duration, 3),
         )
+        return summarize(result, self._scores(plan, sample_log))
 
-    def _groups(self, plans: list[TaskPlan], sample_log: SampleLog) -> dict[str, dict[str, Any]]:
-        """Micro average of the main metric over the tasks of each group."""
-        groups: dict[str, list[TaskPlan]] = {}
-        for plan in plans:
-            if plan.spec.group:
-                groups.setdefault(plan.spec.group, []).append(plan)
-        out: dict[str, dict[str, Any]] = {}
-        for name, members in groups.items():
-            metric = METRICS.get(members[0].spec.metrics[0])
-            values = [metric.read(s) for p in members for s in self._scores(p, sample_log)]
-            out[name] = {
-                "tasks": [p.key for p in members],
-                "metrics": {metric.name: mean_with_ci(metric.name, values).to_json()},
-            }
-        return out
+
+def summarize(result: TaskResult, scores: Sequence[Score]) -> TaskResult:
+    """Fill a task's metrics from its scores, in task order (shared by run and merge)."""
+    metrics = {n: METRICS.get(n).aggregate(scores).to_json() for n in result.metrics}
+    return result.model_copy(update={"metrics": metrics, "n_samples": len(scores)})
+
+
+def group_results(
+    results: Mapping[str, TaskResult], scores: Mapping[str, Sequence[Score]]
+) -> dict[str, dict[str, Any]]:
+    """Micro average of the main metric over the tasks of each group."""
+    groups: dict[str, list[str]] = {}
+    by_key = results
+    for key, res in by_key.items():
+        if res.group:
+            groups.setdefault(res.group, []).append(key)
+    out: dict[str, dict[str, Any]] = {}
+    for name, keys in groups.items():
+        metric = METRICS.get(by_key[keys[0]].main_metric)
+        values = [metric.read(s) for k in keys for s in scores[k]]
+        out[name] = {"tasks": keys, "metrics": {metric.name: mean_with_ci(metric.name, values).to_json()}}
+    return out

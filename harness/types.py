@@ -125,6 +125,21 @@ class GenerationResult:
 
 
 @dataclass(frozen=True)
+class RequestFailure:
+    """A request a remote backend could not answer, in place of its result. `retryable`
+    failures (429, 5xx, timeouts, malformed responses) go back to the retry wrapper; what is
+    left after its bound is recorded as an unscored sample with this reason."""
+
+    reason: str
+    retryable: bool = True
+    retry_after: float | None = None
+
+
+LoglikelihoodOutcome = LoglikelihoodResult | RequestFailure
+GenerationOutcome = GenerationResult | RequestFailure
+
+
+@dataclass(frozen=True)
 class Score:
     """A per-sample score. value None means unscored (parse failure, refusal): counted and
     reported apart, never folded into a mean."""
@@ -150,8 +165,8 @@ class ModelBackend(Protocol):
         """What the record stores about the model (never secrets)."""
         ...
 
-    def loglikelihood(
-        self, requests: Sequence[LoglikelihoodRequest]
-    ) -> list[LoglikelihoodResult]: ...
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodOutcome]:
+        """One outcome per request; in-process backends never return RequestFailure."""
+        ...
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]: ...
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutcome]: ...

@@ -148,3 +148,57 @@ def test_task_fingerprint_tracks_prompt_and_data(tmp_path, scripted):
                backend=scripted).run().tasks["medqa|loglik|0shot"]
     assert a.task_fingerprint != b.task_fingerprint
     assert a.task_fingerprint == c.task_fingerprint
+
+
+def test_shards_merge_into_the_unsharded_record(tmp_path):
+    from harness.merge import merge_runs
+
+    whole = Runner(config(tmp_path, suite="quick", tasks=(), cache=None), backend=ScriptedBackend()).run()
+    shard_dirs = []
+    for i in range(3):
+        out = tmp_path / f"shard{i}"
+        backend = ScriptedBackend()
+        rec = Runner(config(tmp_path, suite="quick", tasks=(), cache=None, output=out, shard=f"{i}/3"),
+                     backend=backend).run()
+        assert rec.tasks["medqa|loglik|0shot"].n_samples in (16, 17)
+        shard_dirs.append(out)
+    merged = merge_runs(shard_dirs[::-1], tmp_path / "merged")
+    assert without_durations(merged) == without_durations(whole)
+    assert merged.groups == whole.groups
+    merged_lines = lines(tmp_path / "merged/samples.jsonl")
+    assert sorted((e["task_key"], e["sample_id"]) for e in merged_lines) == sorted(
+        (e["task_key"], e["sample_id"]) for e in lines(tmp_path / "run/samples.jsonl"))
+
+
+def test_merge_refuses_incomplete_or_mismatched_shards(tmp_path):
+    from harness.merge import merge_runs
+
+    a = tmp_path / "a"
+    Runner(config(tmp_path, tasks=("medqa",), cache=None, output=a, shard="0/2"), backend=ScriptedBackend()).run()
+    with pytest.raises(HarnessError, match=r"shards must be exactly 0/2 .. 1/2"):
+        merge_runs([a], tmp_path / "m")
+    b = tmp_path / "b"
+    Runner(config(tmp_path, tasks=("medqa",), cache=None, output=b, shard="1/2", seed=5),
+           backend=ScriptedBackend()).run()
+    with pytest.raises(HarnessError, match="settings differ"):
+        merge_runs([a, b], tmp_path / "m")
+
+
+def test_failed_requests_are_unscored_and_retried_on_resume(tmp_path):
+    from harness.types import RequestFailure
+
+    class Flaky(ScriptedBackend):
+        def loglikelihood(self, requests):
+            out = super().loglikelihood(requests)
+            return [RequestFailure("HTTP 500", retryable=False) if "Question: A" in r.context[:11] else o
+                    for r, o in zip(requests, out, strict=True)]
+
+    record = Runner(config(tmp_path, tasks=("medqa",)), backend=Flaky()).run()
+    acc = record.tasks["medqa|loglik|0shot"].metrics["accuracy"]
+    failed = [e for e in lines(tmp_path / "run/samples.jsonl") if e["score"]["value"] is None]
+    assert acc["n_unscored"] == len(failed) > 0
+    assert all(e["score"]["explanation"] == "request failed: HTTP 500" for e in failed)
+    healthy = ScriptedBackend()
+    record = Runner(config(tmp_path, tasks=("medqa",)), backend=healthy).run()
+    assert len(healthy.loglik_calls) == 4 * len(failed)  # only the failed samples, nothing cached
+    assert record.tasks["medqa|loglik|0shot"].metrics["accuracy"]["n_unscored"] == 0

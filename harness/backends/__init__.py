@@ -10,6 +10,8 @@ from harness.types import ModelBackend
 
 BACKENDS: Registry[Any] = Registry("backend")
 BACKENDS.add_lazy("hf", "harness.backends.hf:HFBackend")
+BACKENDS.add_lazy("openai", "harness.backends.openai_api:OpenAIBackend")
+BACKENDS.add_lazy("vllm", "harness.backends.vllm_backend:VLLMBackend")
 
 
 def create_backend(name: str, model: str | None, **kwargs: Any) -> ModelBackend:

@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from harness.types import (
+    GenerationOutcome,
     GenerationRequest,
     GenerationResult,
+    LoglikelihoodOutcome,
     LoglikelihoodRequest,
     LoglikelihoodResult,
     ModelBackend,
+    RequestFailure,
     stable_hash,
 )
 
@@ -64,6 +67,7 @@ class CachingBackend:
         self, requests: Sequence[Q], compute: Callable[[list[Q]], list[R]],
         decode: Callable[[dict[str, Any]], R], kind: str,
     ) -> list[R]:
+        """Serve cached results; compute the rest through `compute` and store them."""
         keys = [self._key(r) for r in requests]
         found: dict[str, R] = {}
         unique = list(dict.fromkeys(keys))
@@ -83,18 +87,20 @@ class CachingBackend:
         self.misses += len(todo)
         if todo:
             fresh = compute(list(todo.values()))
+            # failures are returned to the caller but never cached
+            good = [(k, v) for k, v in zip(todo, fresh, strict=True) if not isinstance(v, RequestFailure)]
             with self._db:
                 self._db.executemany(
                     "INSERT OR REPLACE INTO responses (key, kind, value) VALUES (?, ?, ?)",
-                    [(k, kind, json.dumps(asdict(v))) for k, v in zip(todo, fresh, strict=True)],  # type: ignore[call-overload]
+                    [(k, kind, json.dumps(asdict(v))) for k, v in good],  # type: ignore[call-overload]
                 )
             found.update(zip(todo, fresh, strict=True))
         return [found[k] for k in keys]
 
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodOutcome]:
         return self._cached(requests, self.inner.loglikelihood,
                             lambda d: LoglikelihoodResult(**d), "loglikelihood")
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutcome]:
         return self._cached(requests, self.inner.generate,
                             lambda d: GenerationResult(**d), "generate")

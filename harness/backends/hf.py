@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from harness.backends.fingerprint import folder_fingerprint
+from harness.backends.tokenize import encode_pair, render_chat
 from harness.errors import HarnessError
 from harness.types import (
     GenerationRequest,
@@ -136,22 +137,8 @@ class HFBackend:
         }
 
     # -- log-likelihood ---------------------------------------------------------------------
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text))
-
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-        n_spaces = len(context) - len(context.rstrip())
-        if n_spaces:
-            continuation = context[-n_spaces:] + continuation
-            context = context[:-n_spaces]
-        if not context:
-            prefix = self.tokenizer.bos_token_id
-            if prefix is None:
-                prefix = self.tokenizer.eos_token_id
-            return [prefix], self._encode(continuation)
-        whole = self._encode(context + continuation)
-        ctx = self._encode(context)
-        return ctx, whole[len(ctx):]
+        return encode_pair(self.tokenizer, context, continuation)
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
         groups: dict[tuple[int, ...], list[_Pair]] = {}
@@ -245,11 +232,7 @@ class HFBackend:
         if req.prompt is not None:
             return req.prompt
         assert req.messages is not None
-        messages = [{"role": m.role, "content": m.content} for m in req.messages]
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            return str(text)
-        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant:"
+        return render_chat(self.tokenizer, [{"role": m.role, "content": m.content} for m in req.messages])
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         results: list[GenerationResult | None] = [None] * len(requests)

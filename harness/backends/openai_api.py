@@ -1,0 +1,242 @@
+"""Any OpenAI-compatible server: OpenAI, `vllm serve`, llama.cpp's server, and others.
+
+Generation uses chat completions (or completions for a plain prompt). Log-likelihood uses
+completions with `echo` + `logprobs` (prompt log-probabilities), which only some servers give
+correctly: it is served only when the user says so (`prompt_logprobs=true`), and checked by a
+probe at start-up, so a task that needs it fails up front rather than silently falling back.
+
+Requests run concurrently (an asyncio semaphore bounds those in flight). Failures come back as
+RequestFailure values; retries and backoff live in RetryingBackend. The API key is read from
+the environment variable the user names; it is kept out of info(), fingerprints, logs and
+error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+from harness.errors import HarnessError
+from harness.types import (
+    GenerationOutcome,
+    GenerationRequest,
+    GenerationResult,
+    LoglikelihoodOutcome,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    RequestFailure,
+    RequestKind,
+    stable_hash,
+)
+
+log = logging.getLogger(__name__)
+
+Q = TypeVar("Q")
+Out = TypeVar("Out")
+
+
+class OpenAIBackend:
+    def __init__(
+        self,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key_env: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 60.0,
+        prompt_logprobs: bool = False,
+        batch_size: int = 8,
+        revision: str | None = None,
+    ):
+        if not model:
+            raise HarnessError("the openai backend needs --model NAME (the server's model id)")
+        import openai
+
+        self.model = model
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+        self.api_key_env = api_key_env
+        key = None
+        if api_key_env:
+            key = os.environ.get(api_key_env)
+            if not key:
+                raise HarnessError(f"environment variable {api_key_env} (the API key) is not set")
+        self._secret = key
+        self.concurrency = int(concurrency)
+        self.timeout = float(timeout)
+        self.revision = revision
+        # max_retries=0: retries are ours (RetryingBackend), bounded and logged.
+        self._client = openai.AsyncOpenAI(
+            api_key=key or "EMPTY", base_url=self.base_url, max_retries=0, timeout=self.timeout
+        )
+        self._openai = openai
+        self.name = f"openai:{model}"
+        kinds = {RequestKind.GENERATE}
+        if prompt_logprobs:
+            kinds.add(RequestKind.LOGLIKELIHOOD)
+        self.capabilities = frozenset(kinds)
+        self._usage = {"prompt_tokens": 0, "completion_tokens": 0, "api_requests": 0}
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        if prompt_logprobs:
+            self._probe_prompt_logprobs()
+
+    # -- identity ---------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        # A remote model has no weights we can hash: its name, server and revision stand in.
+        return "openai:" + stable_hash({"model": self.model, "base_url": self.base_url,
+                                        "revision": self.revision})
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "backend": "openai", "model": self.model, "base_url": self.base_url,
+            "api_key_env": self.api_key_env, "concurrency": self.concurrency,
+            "timeout": self.timeout, "revision": self.revision,
+            "prompt_logprobs": RequestKind.LOGLIKELIHOOD in self.capabilities,
+            "openai_version": self._openai.__version__, "fingerprint": self.fingerprint(),
+        }
+
+    def usage(self) -> dict[str, int]:
+        return dict(self._usage)
+
+    def _scrub(self, text: str) -> str:
+        if self._secret:
+            text = text.replace(self._secret, "***")
+        return text
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def _run_all(self, items: Sequence[Q], one: Callable[[Q], Awaitable[Out]]) -> list[Out]:
+        async def main() -> list[Out]:
+            sem = asyncio.Semaphore(self.concurrency)
+
+            async def guarded(item: Q) -> Out:
+                async with sem:
+                    return await one(item)
+
+            return list(await asyncio.gather(*(guarded(i) for i in items)))
+
+        return self._loop.run_until_complete(main())
+
+    def _failure(self, exc: BaseException) -> RequestFailure:
+        o = self._openai
+        if isinstance(exc, o.APIStatusError):
+            status = exc.status_code
+            retry_after = None
+            header = exc.response.headers.get("retry-after") if exc.response is not None else None
+            if header:
+                try:
+                    retry_after = float(header)
+                except ValueError:
+                    retry_after = None
+            retryable = status == 429 or status >= 500 or status == 408
+            return RequestFailure(self._scrub(f"HTTP {status}: {exc.message}")[:300], retryable, retry_after)
+        if isinstance(exc, o.APITimeoutError):
+            return RequestFailure(f"timeout after {self.timeout:.0f} s", True)
+        if isinstance(exc, o.APIConnectionError):
+            return RequestFailure(self._scrub(f"connection error: {exc}")[:300], True)
+        if isinstance(exc, (o.APIResponseValidationError, json.JSONDecodeError, KeyError, TypeError,
+                            IndexError, ValueError, AttributeError)):
+            return RequestFailure(self._scrub(f"malformed response: {type(exc).__name__}: {exc}")[:300], True)
+        raise exc
+
+    def _count(self, usage: Any) -> None:
+        with self._lock:
+            self._usage["api_requests"] += 1
+            if usage is not None:
+                self._usage["prompt_tokens"] += int(getattr(usage, "prompt_tokens", 0) or 0)
+                self._usage["completion_tokens"] += int(getattr(usage, "completion_tokens", 0) or 0)
+
+    # -- generation -------------------------------------------------------------------------
+    async def _generate_one(self, req: GenerationRequest) -> GenerationOutcome:
+        cfg = req.config
+        params: dict[str, Any] = {"model": self.model, "max_tokens": cfg.max_tokens,
+                                  "temperature": cfg.temperature, "top_p": cfg.top_p}
+        if cfg.stop:
+            params["stop"] = list(cfg.stop)
+        if cfg.seed is not None:
+            params["seed"] = cfg.seed
+        try:
+            if req.messages is not None:
+                resp = await self._client.chat.completions.create(
+                    messages=[{"role": m.role, "content": m.content} for m in req.messages],  # type: ignore[misc]
+                    **params,
+                )
+                self._count(resp.usage)
+                choice = resp.choices[0]
+                text = choice.message.content
+            else:
+                resp = await self._client.completions.create(prompt=req.prompt, **params)  # type: ignore[call-overload]
+                self._count(resp.usage)
+                choice = resp.choices[0]
+                text = choice.text
+            if not isinstance(text, str):
+                raise ValueError("no text in the response")
+        except Exception as exc:
+            return self._failure(exc)
+        usage = resp.usage
+        return GenerationResult(
+            text=text,
+            n_prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            n_completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+            finish_reason=choice.finish_reason,
+        )
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutcome]:
+        return self._run_all(requests, self._generate_one)
+
+    # -- log-likelihood ---------------------------------------------------------------------
+    async def _loglik_one(self, req: LoglikelihoodRequest) -> LoglikelihoodOutcome:
+        context, continuation = req.context, req.continuation
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces:  # as lm-eval: trailing context spaces belong to the continuation
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        prompt = context + continuation
+        try:
+            resp = await self._client.completions.create(
+                model=self.model, prompt=prompt, echo=True, logprobs=1, max_tokens=1, temperature=0.0
+            )
+            self._count(resp.usage)
+            return _continuation_logprob(resp.choices[0].logprobs, len(context), len(prompt))
+        except Exception as exc:
+            return self._failure(exc)
+
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodOutcome]:
+        return self._run_all(requests, self._loglik_one)
+
+    def _probe_prompt_logprobs(self) -> None:
+        (out,) = self.loglikelihood([LoglikelihoodRequest("The capital of France is", " Paris")])
+        if isinstance(out, RequestFailure):
+            raise HarnessError(
+                f"prompt_logprobs=true, but the server at {self.base_url} did not return prompt "
+                f"log-probabilities for echo=True ({out.reason}); loglik protocols cannot run there"
+            )
+
+
+def _continuation_logprob(logprobs: Any, start: int, end: int) -> LoglikelihoodOutcome:
+    """Sum the echoed log-probs of the tokens in prompt[start:end] (text offsets)."""
+    if logprobs is None or not logprobs.tokens:
+        raise ValueError("no prompt logprobs in the response (echo unsupported?)")
+    offsets = list(logprobs.text_offset)
+    tokens = list(logprobs.tokens)
+    lps = list(logprobs.token_logprobs)
+    tops = list(logprobs.top_logprobs or [None] * len(tokens))
+    idx = [i for i, off in enumerate(offsets) if start <= off < end]
+    if not idx or offsets[idx[0]] != start:
+        return RequestFailure("the server's tokens straddle the context/continuation boundary",
+                              retryable=False)
+    total = 0.0
+    greedy = True
+    for i in idx:
+        if lps[i] is None:
+            raise ValueError(f"no log-probability for prompt token {i}")
+        total += float(lps[i])
+        top = tops[i]
+        if top:
+            best = max(top.items(), key=lambda kv: kv[1])[0]
+            greedy = greedy and best == tokens[i]
+    return LoglikelihoodResult(total, greedy, len(idx))
