@@ -166,13 +166,14 @@ class Runner:
     def __init__(
         self, config: RunConfig, *, backend: ModelBackend | None = None,
         catalog: Catalog | None = None, progress: ProgressFactory | None = None,
-        chunk_size: int | None = None,
+        chunk_size: int | None = None, retry_base_delay: float = 1.0,
     ):
         self.config = config
         self.catalog = catalog or load_catalog(config.task_dirs)
         self._backend = backend
         self.progress = progress
         self.chunk_size = chunk_size or max(8, config.batch_size * 4)
+        self.retry_base_delay = retry_base_delay
 
     def _check_resume(self, out: Path) -> None:
         cfg_path = out / "config.json"
@@ -205,7 +206,8 @@ class Runner:
                     f"backend {backend.name!r} cannot serve {plan.protocol.kind.value} requests "
                     f"needed by task {plan.spec.task!r} (protocol {plan.protocol.name})"
                 )
-        retrying = RetryingBackend(backend, max_attempts=config.max_attempts)
+        retrying = RetryingBackend(backend, max_attempts=config.max_attempts,
+                                   base_delay=self.retry_base_delay)
         cached: CachingBackend | None = None
         if config.cache is not None:
             cached = CachingBackend(retrying, config.cache)

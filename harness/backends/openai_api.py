@@ -145,7 +145,6 @@ class OpenAIBackend:
 
     def _count(self, usage: Any) -> None:
         with self._lock:
-            self._usage["api_requests"] += 1
             if usage is not None:
                 self._usage["prompt_tokens"] += int(getattr(usage, "prompt_tokens", 0) or 0)
                 self._usage["completion_tokens"] += int(getattr(usage, "completion_tokens", 0) or 0)
@@ -159,6 +158,7 @@ class OpenAIBackend:
             params["stop"] = list(cfg.stop)
         if cfg.seed is not None:
             params["seed"] = cfg.seed
+        self._usage["api_requests"] += 1  # every attempt, failed ones too
         try:
             if req.messages is not None:
                 resp = await self._client.chat.completions.create(
@@ -196,6 +196,7 @@ class OpenAIBackend:
             continuation = context[-n_spaces:] + continuation
             context = context[:-n_spaces]
         prompt = context + continuation
+        self._usage["api_requests"] += 1
         try:
             resp = await self._client.completions.create(
                 model=self.model, prompt=prompt, echo=True, logprobs=1, max_tokens=1, temperature=0.0
@@ -209,11 +210,33 @@ class OpenAIBackend:
         return self._run_all(requests, self._loglik_one)
 
     def _probe_prompt_logprobs(self) -> None:
-        (out,) = self.loglikelihood([LoglikelihoodRequest("The capital of France is", " Paris")])
+        """Check that the server echoes prompt log-probs, and that they agree with the
+        log-prob it gives the same token when generating it: servers that shift echoed
+        log-probs by one position (llama.cpp's server does) are refused here."""
+        context, token = "The capital of France is", " Paris"
+        (out,) = self.loglikelihood([LoglikelihoodRequest(context, token)])
         if isinstance(out, RequestFailure):
             raise HarnessError(
                 f"prompt_logprobs=true, but the server at {self.base_url} did not return prompt "
                 f"log-probabilities for echo=True ({out.reason}); loglik protocols cannot run there"
+            )
+
+        async def next_token() -> Any:
+            return await self._client.completions.create(
+                model=self.model, prompt=context, max_tokens=1, logprobs=5, temperature=0.0
+            )
+
+        resp = self._loop.run_until_complete(next_token())
+        top = (resp.choices[0].logprobs.top_logprobs or [{}])[0] if resp.choices[0].logprobs else {}
+        generated = top.get(token) if top else None
+        if generated is None or out.n_tokens != 1:
+            log.warning("prompt log-prob probe inconclusive (%r not among the top tokens)", token)
+            return
+        if abs(float(generated) - out.logprob) > 0.05:
+            raise HarnessError(
+                f"the server at {self.base_url} echoes prompt log-probabilities that disagree with "
+                f"its own generation log-probabilities ({out.logprob:.3f} vs {float(generated):.3f} "
+                f"for {token!r}); they are unusable for loglik protocols"
             )
 
 

@@ -1,0 +1,115 @@
+"""The openai backend against a real OpenAI-compatible server on 127.0.0.1: llama.cpp's server
+(llama-cpp-python) serving the default model's GGUF. Marked `server`; skipped when
+llama-cpp-python is not installed (scripts/install.sh --dev installs it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from harness.config import RunConfig
+from harness.default_model import gguf_path
+from harness.errors import HarnessError
+from harness.runner import Runner
+from tests.openai_server import FaultServer
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is not installed")
+
+TASKS = ("medqa", "medmcqa", "pubmedqa", "mmlu_anatomy")
+LIMIT = 8
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def llama_server():
+    port = _free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--host", "127.0.0.1",
+           "--port", str(port), "--logits_all", "true", "--n_ctx", "4096", "--seed", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/models", timeout=2) as resp:
+                model_id = json.loads(resp.read())["data"][0]["id"]
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("llama.cpp server exited at start-up")
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("llama.cpp server did not start in 120 s")
+    yield url, model_id
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _answers(out: Path) -> dict[tuple[str, str], str | None]:
+    lines = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    return {(e["task_key"], e["sample_id"]): e["score"]["answer"] for e in lines}
+
+
+def test_generative_answers_match_in_process_model(llama_server, tmp_path, default_model_dir):
+    url, model_id = llama_server
+    common = dict(tasks=TASKS, protocol="generate", data_source="bundled", limit=LIMIT, cache=None)
+    remote = Runner(RunConfig(**common, backend="openai", model=model_id,
+                              model_args={"base_url": url, "concurrency": 4},
+                              output=tmp_path / "remote")).run()
+    Runner(RunConfig(**common, model=str(default_model_dir), output=tmp_path / "local")).run()
+    a, b = _answers(tmp_path / "remote"), _answers(tmp_path / "local")
+    assert a.keys() == b.keys() and len(a) == LIMIT * len(TASKS)
+    same = sum(a[k] == b[k] for k in a)
+    print(f"llama.cpp vs transformers, greedy: {same}/{len(a)} identical extracted answers")
+    # llama.cpp computes with the Q4_1 weights and its own kernels, transformers with the
+    # same weights dequantised to fp32: greedy paths may part after a near tie.
+    assert same / len(a) >= 0.9
+    assert remote.requests["api_requests"] == len(a)
+    assert remote.requests["completion_tokens"] > 0
+
+
+def test_llama_cpp_shifted_prompt_logprobs_are_refused_up_front(llama_server):
+    """llama.cpp's echoed prompt log-probs are shifted by one token (MODELS.md). A user who
+    opts in to prompt_logprobs gets a clear error at start-up, not wrong loglik answers."""
+    from harness.backends.openai_api import OpenAIBackend
+
+    url, model_id = llama_server
+    with pytest.raises(HarnessError, match=r"disagree with its own generation log-probabilities"
+                                           r"|did not return prompt log-probabilities"):
+        OpenAIBackend(model_id, base_url=url, prompt_logprobs=True)
+
+
+def test_faults_in_front_of_the_real_server(llama_server, tmp_path, monkeypatch):
+    url, model_id = llama_server
+    secret = "sk-real-server-test-0123456789abcdef"
+    monkeypatch.setenv("MEDLLM_TEST_KEY", secret)
+    faults = {0: ("429", 0.3), 2: ("500",), 4: ("truncated",), 6: ("hang", 5)}
+    upstream = url.removesuffix("/v1") + "/v1"
+    with FaultServer(upstream=upstream, faults=lambda n, body: faults.get(n)) as proxy:
+        config = RunConfig(tasks=("medqa",), protocol="generate", data_source="bundled", limit=8,
+                           backend="openai", model=model_id, output=tmp_path / "run",
+                           cache=tmp_path / "cache.sqlite", max_attempts=3,
+                           model_args={"base_url": proxy.url, "api_key_env": "MEDLLM_TEST_KEY",
+                                       "concurrency": 4, "timeout": 2.0})
+        record = Runner(config, retry_base_delay=0.05).run()
+    acc = record.tasks["medqa|generate|0shot"].metrics["accuracy"]
+    assert acc["n_scored"] + acc["n_unscored"] == 8
+    assert record.requests["retries"] == len(faults)
+    assert len(proxy.requests) == 8 + len(faults)
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == []
+    assert os.environ["MEDLLM_TEST_KEY"] == secret
