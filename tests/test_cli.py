@@ -79,3 +79,14 @@ def test_show_nonexistent_run(tmp_path):
 def test_invalid_option_values(tmp_path, bad):
     proc = harness("run", "--tasks", "medqa", bad, "--no-cache", "--output", str(tmp_path / "r"))
     assert_one_line_error(proc, "invalid option")
+
+
+@pytest.mark.parametrize("shard", ["2/2", "a/3", "1-3"])
+def test_invalid_shard(tmp_path, shard):
+    proc = harness("run", "--tasks", "medqa", "--shard", shard, "--no-cache", "--output", str(tmp_path / "r"))
+    assert_one_line_error(proc, "invalid option shard")
+
+
+def test_merge_of_a_non_shard_run_is_refused(tmp_path):
+    proc = harness("merge", str(tmp_path / "nope"), "--output", str(tmp_path / "m"))
+    assert_one_line_error(proc, "no run record")
