@@ -130,6 +130,12 @@ def _score_from_json(data: dict[str, Any]) -> Score:
     return Score(data["value"], data.get("answer"), data.get("explanation"), data.get("metadata") or {})
 
 
+def _request_size(request: Request) -> int:
+    if isinstance(request, LoglikelihoodRequest):
+        return len(request.context) + len(request.continuation)
+    return len(request.prompt or "") + sum(len(m.content) for m in request.messages or ())
+
+
 def _usage(backend: ModelBackend) -> dict[str, int]:
     usage = getattr(backend, "usage", None)
     return dict(usage()) if callable(usage) else {}
@@ -263,7 +269,10 @@ class Runner:
 
     def _run_task(self, plan: TaskPlan, backend: ModelBackend, sample_log: SampleLog) -> None:
         done = sample_log.done(plan.key)
-        todo = [s for s in plan.samples if s.id not in done]
+        # Longest prompts first: chunks (and so backend batches) hold prompts of similar
+        # length, which keeps padding small; results are keyed by id, so order is free.
+        todo = sorted((s for s in plan.samples if s.id not in done),
+                      key=lambda s: -sum(_request_size(r) for r in plan.requests[s.id]))
         bar = self.progress(plan.key, len(plan.samples), len(plan.samples) - len(todo)) \
             if self.progress else None
         try:
