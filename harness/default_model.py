@@ -60,11 +60,11 @@ def _file_sha256(path: Path) -> str:
 
 def default_model_dir() -> Path:
     """Return the converted default model folder, converting the GGUF on first use."""
-    src = gguf_path()
     out = cache_root() / "models" / f"{DEFAULT_MODEL_NAME}-v{CONVERSION_VERSION}"
     marker = out / "conversion.json"
     if marker.is_file():
         return out
+    src = gguf_path()
     log.info("converting the default model %s to safetensors in %s (once)", src.name, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent))

@@ -246,6 +246,9 @@ class Runner:
             sample_log.close()
             if cached is not None:
                 cached.close()
+            close = getattr(backend, "close", None)
+            if self._backend is None and callable(close):  # we made it, we close it
+                close()
         return record
 
     def _new_record(self, out: Path, backend: ModelBackend) -> RunRecord:

@@ -85,6 +85,14 @@ class OpenAIBackend:
         if prompt_logprobs:
             self._probe_prompt_logprobs()
 
+    def close(self) -> None:
+        async def shut() -> None:
+            await self._client.close()
+
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(shut())
+            self._loop.close()
+
     # -- identity ---------------------------------------------------------------------------
     def fingerprint(self) -> str:
         # A remote model has no weights we can hash: its name, server and revision stand in.

