@@ -208,6 +208,7 @@ class Runner:
         )
         for plan in plans:
             if plan.protocol.kind not in backend.capabilities:
+                self._close(backend)
                 raise CapabilityError(
                     f"backend {backend.name!r} cannot serve {plan.protocol.kind.value} requests "
                     f"needed by task {plan.spec.task!r} (protocol {plan.protocol.name})"
@@ -246,10 +247,13 @@ class Runner:
             sample_log.close()
             if cached is not None:
                 cached.close()
-            close = getattr(backend, "close", None)
-            if self._backend is None and callable(close):  # we made it, we close it
-                close()
+            self._close(backend)
         return record
+
+    def _close(self, backend: ModelBackend) -> None:
+        close = getattr(backend, "close", None)
+        if self._backend is None and callable(close):  # we made it, we close it
+            close()
 
     def _new_record(self, out: Path, backend: ModelBackend) -> RunRecord:
         previous = out / "run.json"
@@ -259,8 +263,14 @@ class Runner:
             try:
                 old = json.loads(previous.read_text(encoding="utf-8"))
                 run_id, created = old["run_id"], old["created_at"]
-            except (json.JSONDecodeError, KeyError):
-                pass
+                old_fp = old["model"]["fingerprint"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                old_fp = None
+            if old_fp is not None and old_fp != backend.fingerprint():
+                raise HarnessError(
+                    f"{out} was started with other model weights (fingerprint {old_fp[:12]}, "
+                    f"now {backend.fingerprint()[:12]}); use another --output"
+                )
         info = backend.info()
         return RunRecord(
             run_id=run_id, status="running", created_at=created, harness_version=__version__,

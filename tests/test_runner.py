@@ -202,3 +202,14 @@ def test_failed_requests_are_unscored_and_retried_on_resume(tmp_path):
     record = Runner(config(tmp_path, tasks=("medqa",)), backend=healthy).run()
     assert len(healthy.loglik_calls) == 4 * len(failed)  # only the failed samples, nothing cached
     assert record.tasks["medqa|loglik|0shot"].metrics["accuracy"]["n_unscored"] == 0
+
+
+def test_resume_refuses_changed_weights(tmp_path):
+    Runner(config(tmp_path, tasks=("medqa",), limit=3), backend=ScriptedBackend()).run()
+
+    class Retrained(ScriptedBackend):
+        def fingerprint(self):
+            return "scripted-v2"
+
+    with pytest.raises(HarnessError, match="other model weights"):
+        Runner(config(tmp_path, tasks=("medqa",), limit=3), backend=Retrained()).run()
