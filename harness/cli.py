@@ -15,7 +15,8 @@ from harness.errors import HarnessError
 
 
 def _parse_model_args(text: str | None) -> dict[str, Any]:
-    """"dtype=float32,device=cpu" -> dict; numbers and booleans are converted."""
+    """"dtype=float32,device=cpu" -> dict; numbers and booleans are converted; `extra.NAME=V`
+    entries are collected into `extra_body` (sent with every request by the openai backend)."""
     out: dict[str, Any] = {}
     if not text:
         return out
@@ -27,11 +28,17 @@ def _parse_model_args(text: str | None) -> dict[str, Any]:
         if v.lower() in ("true", "false"):
             v = v.lower() == "true"
         else:
-            try:
-                v = int(v)
-            except ValueError:
-                pass
-        out[key.strip()] = v
+            for convert in (int, float):
+                try:
+                    v = convert(v)
+                    break
+                except ValueError:
+                    pass
+        key = key.strip()
+        if key.startswith("extra."):  # server-specific request fields, e.g. extra.repeat_penalty=1.0
+            out.setdefault("extra_body", {})[key.removeprefix("extra.")] = v
+        else:
+            out[key] = v
     return out
 
 

