@@ -111,17 +111,18 @@ def test_faults_in_front_of_the_real_server(llama_server, tmp_path, monkeypatch)
     url, model_id = llama_server
     secret = "sk-real-server-test-0123456789abcdef"
     monkeypatch.setenv("MEDLLM_TEST_KEY", secret)
-    faults = {0: ("429", 0.3), 2: ("500",), 4: ("truncated",), 6: ("hang", 5)}
+    faults = {0: ("429", 0.3), 2: ("500",), 4: ("truncated",), 6: ("hang", 12)}
     upstream = url.removesuffix("/v1") + "/v1"
     with FaultServer(upstream=upstream, faults=lambda n, body: faults.get(n)) as proxy:
         config = RunConfig(tasks=("medqa",), protocol="generate", data_source="bundled", limit=8,
                            backend="openai", model=model_id, output=tmp_path / "run",
                            cache=tmp_path / "cache.sqlite", max_attempts=3,
                            model_args={"base_url": proxy.url, "api_key_env": "MEDLLM_TEST_KEY",
-                                       "concurrency": 1, "timeout": 2.0})
+                                       "concurrency": 1, "timeout": 10.0})
         record = Runner(config, retry_base_delay=0.05).run()
     acc = record.tasks["medqa|generate|0shot"].metrics["accuracy"]
     assert acc["n_scored"] + acc["n_unscored"] == 8
+    assert record.requests["failed_after_retries"] == 0
     assert record.requests["retries"] == len(faults)
     assert len(proxy.requests) == 8 + len(faults)
     leaked = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
