@@ -8,8 +8,9 @@ get a Wilson score interval (scipy's binomtest); other values a seeded percentil
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from harness.registry import Registry
 from harness.types import Score
@@ -28,9 +29,10 @@ class MetricValue:
     n_scored: int
     n_unscored: int
     ci_method: str
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "value": self.value,
             "ci": [self.ci_low, self.ci_high],
             "ci_method": self.ci_method,
@@ -38,6 +40,19 @@ class MetricValue:
             "n_scored": self.n_scored,
             "n_unscored": self.n_unscored,
         }
+        if self.details:
+            out["details"] = dict(self.details)
+        return out
+
+
+class MetricLike(Protocol):
+    """What the runner needs of a metric. `options` carry task-level settings (e.g.
+    `language`) that corpus metrics use to tokenise."""
+
+    name: str
+    higher_is_better: bool
+
+    def aggregate(self, scores: Sequence[Score], options: Mapping[str, Any] | None = None) -> MetricValue: ...
 
 
 @dataclass(frozen=True)
@@ -47,7 +62,7 @@ class Metric:
     read: Callable[[Score], float | None]
     description: str = ""
 
-    def aggregate(self, scores: Sequence[Score]) -> MetricValue:
+    def aggregate(self, scores: Sequence[Score], options: Mapping[str, Any] | None = None) -> MetricValue:
         values = [self.read(s) for s in scores]
         return mean_with_ci(self.name, values)
 
@@ -86,7 +101,7 @@ def _extra(key: str) -> Callable[[Score], float | None]:
     return read
 
 
-METRICS: Registry[Metric] = Registry("metric")
+METRICS: Registry[MetricLike] = Registry("metric")
 METRICS.add("accuracy", Metric("accuracy", True, lambda s: s.value, "share answered correctly"))
 METRICS.add(
     "accuracy_norm",

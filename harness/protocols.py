@@ -78,6 +78,11 @@ class Protocol:
     def requests(self, sample: Sample, ctx: PromptContext) -> list[Request]:
         raise NotImplementedError
 
+    def followup(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[Request]:
+        """Requests of the next stage, given every result so far (empty when done). Multi-stage
+        protocols (voc, dialogue simulations) override this; `score` sees all results in order."""
+        return []
+
     def score(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> Score:
         raise NotImplementedError
 

@@ -38,6 +38,7 @@ class TaskResult(_Record):
     n_shot: int
     fewshot_seed: int | None
     split: str
+    language: str = "en"
     data_source: str
     data_fingerprint: str
     prompt_hash: str

@@ -25,7 +25,7 @@ from harness.config import RunConfig
 from harness.data.sources import SourceKind, load_split
 from harness.errors import CapabilityError, HarnessError
 from harness.formats import FORMATS
-from harness.metrics import METRICS, mean_with_ci
+from harness.metrics import METRICS, Metric, mean_with_ci
 from harness.protocols import PROTOCOLS, PromptContext, Protocol
 from harness.records import ModelInfo, RunRecord, SampleLog, TaskResult, environment, git_commit
 from harness.taskspec import TaskSpec
@@ -298,9 +298,11 @@ class Runner:
                     spans.append((len(flat), len(flat) + len(reqs)))
                     flat.extend(reqs)
                 results = _call(backend, flat)
+                per_sample = [list(results[a:b]) for a, b in spans]
+                self._followups(plan, chunk, per_sample, backend)
                 entries = []
-                for s, (a, b) in zip(chunk, spans, strict=True):
-                    score = _score(plan, s, results[a:b])
+                for s, sample_results in zip(chunk, per_sample, strict=True):
+                    score = _score(plan, s, sample_results)
                     entries.append({
                         "task_key": plan.key, "sample_id": s.id, "index": plan.index[s.id],
                         "target": s.target,
@@ -314,6 +316,27 @@ class Runner:
         finally:
             if bar is not None:
                 bar.close()
+
+    def _followups(self, plan: TaskPlan, chunk: Sequence[Sample], per_sample: list[list[Any]],
+                   backend: ModelBackend) -> None:
+        """Run later stages of multi-stage protocols, batched across the chunk, until every
+        sample is done. A failed request ends that sample's stages (it is unscored)."""
+        while True:
+            pending: list[tuple[int, list[Request]]] = []
+            for i, (s, res) in enumerate(zip(chunk, per_sample, strict=True)):
+                if any(isinstance(r, RequestFailure) for r in res):
+                    continue
+                nxt = plan.protocol.followup(s, res, plan.ctx)
+                if nxt:
+                    pending.append((i, nxt))
+            if not pending:
+                return
+            flat = [r for _, reqs in pending for r in reqs]
+            results = _call(backend, flat)
+            pos = 0
+            for i, reqs in pending:
+                per_sample[i].extend(results[pos:pos + len(reqs)])
+                pos += len(reqs)
 
     def _scores(self, plan: TaskPlan, sample_log: SampleLog) -> list[Score]:
         entries = {e["sample_id"]: e for e in sample_log.for_task(plan.key)}
@@ -330,7 +353,7 @@ class Runner:
             task=spec.task, task_version=spec.version, group=spec.group,
             protocol=plan.protocol.name, n_shot=plan.ctx.n_shot,
             fewshot_seed=plan.ctx.fewshot.seed if plan.ctx.n_shot and plan.ctx.fewshot else None,
-            split=spec.eval_split, data_source=plan.source,
+            split=spec.eval_split, language=spec.language, data_source=plan.source,
             data_fingerprint=plan.data_fingerprint, prompt_hash=plan.prompt_hash, scorer=scorer,
             task_fingerprint=plan.fingerprint(scorer), n_samples=0,
             metrics={n: {} for n in names}, main_metric=spec.metrics[0], duration_s=round(duration, 3),
@@ -340,7 +363,8 @@ class Runner:
 
 def summarize(result: TaskResult, scores: Sequence[Score]) -> TaskResult:
     """Fill a task's metrics from its scores, in task order (shared by run and merge)."""
-    metrics = {n: METRICS.get(n).aggregate(scores).to_json() for n in result.metrics}
+    options = {"language": result.language}
+    metrics = {n: METRICS.get(n).aggregate(scores, options).to_json() for n in result.metrics}
     return result.model_copy(update={"metrics": metrics, "n_samples": len(scores)})
 
 
@@ -356,6 +380,8 @@ def group_results(
     out: dict[str, dict[str, Any]] = {}
     for name, keys in groups.items():
         metric = METRICS.get(by_key[keys[0]].main_metric)
+        if not isinstance(metric, Metric):  # corpus metrics have no per-sample micro average
+            continue
         values = [metric.read(s) for k in keys for s in scores[k]]
         out[name] = {"tasks": keys, "metrics": {metric.name: mean_with_ci(metric.name, values).to_json()}}
     return out

@@ -31,7 +31,7 @@ class LocalSource(_Strict):
     """A file under the data directory (--data-dir)."""
 
     path: str = Field(description="Path relative to the data directory.")
-    reader: Literal["jsonl", "json", "csv"] = Field(description="File format.")
+    reader: Literal["jsonl", "json", "csv", "csv_header", "conll"] = Field(description="File format.")
     record: str = Field(description="Registered record adapter turning a raw record into a Sample.")
     options: dict[str, Any] = Field(default_factory=dict, description="Adapter options.")
     ids: IdFilter | None = None
@@ -66,8 +66,12 @@ class FewshotSpec(_Strict):
 class ProtocolSpec(_Strict):
     """Protocol options; which keys apply depends on the protocol."""
 
-    max_tokens: int = Field(default=32, ge=1, description="Generation budget (generate).")
-    instruction: str | None = Field(default=None, description="Appended to the prompt (generate).")
+    max_tokens: int = Field(default=32, ge=1, description="Generation budget per request.")
+    instruction: str | None = Field(default=None, description="Appended to the prompt (generative protocols).")
+    system: str | None = Field(default=None, description="System message for chat prompts.")
+    k: int = Field(default=5, ge=1, description="Sampled chains per question (sc).")
+    temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature (sc defaults to 0.7).")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
 
 
 class TaskSpec(_Strict):
@@ -75,6 +79,7 @@ class TaskSpec(_Strict):
     version: int = Field(ge=0, description="Bump when the prompt or the scoring changes.")
     description: str = ""
     group: str | None = Field(default=None, description="Group reported as a micro average.")
+    language: str = Field(default="en", description="Language of the references (metrics tokenise by it: en, zh).")
     format: str = Field(description="Registered prompt format.")
     eval_split: str = Field(description="Split that is scored.")
     splits: dict[str, SplitSources] = Field(description="Data sources per split name.")

@@ -51,8 +51,40 @@ def _iter_records(path: Path, reader: str) -> Iterator[tuple[int, Mapping[str, A
         with path.open(encoding="utf-8", newline="") as f:
             for lineno, row in enumerate(csv.reader(f), 1):
                 yield lineno, {"_row": row}
+    elif reader == "csv_header":
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = csv.DictReader(f)
+            for row in rows:
+                yield rows.line_num, row
+    elif reader == "conll":
+        yield from _iter_conll(path)
     else:  # pragma: no cover - the schema forbids other readers
         raise ValueError(reader)
+
+
+def _iter_conll(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
+    """CoNLL-style TSV (token<TAB>tag, blank line between sentences): one record per
+    sentence, {"tokens": [...], "tags": [...]}, numbered by the sentence's first line."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                if tokens:
+                    yield start, {"tokens": tokens, "tags": tags}
+                tokens, tags = [], []
+                continue
+            parts = line.split("\t")
+            if len(parts) < 2:
+                raise HarnessError(f"{path}:{lineno}: expected token<TAB>tag, got {line[:60]!r}")
+            if not tokens:
+                start = lineno
+            tokens.append(parts[0])
+            tags.append(parts[-1])
+    if tokens:
+        yield start, {"tokens": tokens, "tags": tags}
 
 
 def _adapt(
