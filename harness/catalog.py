@@ -21,6 +21,15 @@ from harness.registry import Registry
 from harness.taskspec import TaskSpec, load_task_file
 
 
+class SuiteEntry(BaseModel):
+    """A task run with a protocol other than its default (e.g. medqa with cot)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str
+    protocol: str
+
+
 class SuiteSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -29,7 +38,12 @@ class SuiteSpec(BaseModel):
     source: Literal["bundled", "local", "hub", "auto"] = Field(
         default="auto", description="Where the data comes from; auto = local with --data-dir, else hub."
     )
-    tasks: list[str] = Field(min_length=1)
+    tasks: list[str | SuiteEntry] = Field(
+        min_length=1, description="Task ids, or {task, protocol} to run a task with another protocol."
+    )
+
+    def entries(self) -> list[tuple[str, str | None]]:
+        return [(t, None) if isinstance(t, str) else (t.task, t.protocol) for t in self.tasks]
 
 
 @dataclass
@@ -99,7 +113,12 @@ def load_catalog(extra_dirs: Iterable[Path] = ()) -> Catalog:
                 raise ConfigError(first["msg"], file=str(path), key=loc) from None
             cat.suites[suite.suite] = suite
     for suite in cat.suites.values():
-        for name in suite.tasks:
+        for name, protocol in suite.entries():
             if name not in cat.tasks:
                 raise ConfigError(_unknown("task", name, cat.tasks), file=f"suite {suite.suite}")
+            if protocol is not None:
+                try:
+                    cat.tasks[name].protocol(protocol)
+                except ConfigError as exc:
+                    raise ConfigError(str(exc), file=f"suite {suite.suite}") from None
     return cat

@@ -76,3 +76,6 @@ for _fmt in (
     MMLUFormat("mmlu"),
 ):
     FORMATS.add(_fmt.name, _fmt)
+FORMATS.add_lazy("note_section", "harness.textgen:NOTE_SECTION")
+FORMATS.add_lazy("visit_note", "harness.textgen:VISIT_NOTE")
+FORMATS.add_lazy("next_turn", "harness.textgen:NEXT_TURN")

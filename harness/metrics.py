@@ -108,3 +108,22 @@ METRICS.add(
     Metric("accuracy_norm", True, _extra("accuracy_norm"),
            "accuracy with log-likelihood normalised by the option's byte length"),
 )
+
+# Generation and NER metrics load their libraries (sacrebleu, rouge-score, bert-score) on use.
+for _name, _target in {
+    "bleu": "harness.textmetrics:BLEU",
+    "rouge1": "harness.textmetrics:ROUGE1",
+    "rouge2": "harness.textmetrics:ROUGE2",
+    "rougeL": "harness.textmetrics:ROUGEL",
+    "gleu": "harness.textmetrics:GLEU",
+    "distinct1": "harness.textmetrics:DISTINCT1",
+    "distinct2": "harness.textmetrics:DISTINCT2",
+    "bertscore_f1": "harness.textmetrics:BERTSCORE_F1",
+    "ner_f1_strict": "harness.ner:NER_F1_STRICT",
+    "ner_precision_strict": "harness.ner:NER_PRECISION_STRICT",
+    "ner_recall_strict": "harness.ner:NER_RECALL_STRICT",
+    "ner_f1_lenient": "harness.ner:NER_F1_LENIENT",
+    "ner_precision_lenient": "harness.ner:NER_PRECISION_LENIENT",
+    "ner_recall_lenient": "harness.ner:NER_RECALL_LENIENT",
+}.items():
+    METRICS.add_lazy(_name, _target)

@@ -42,6 +42,8 @@ class PromptContext:
     n_shot: int = 0
     fewshot_pool: tuple[Sample, ...] = ()
     fewshot: FewshotSpec | None = None
+    language: str = "en"
+    seed: int = 0
 
 
 def select_fewshot(sample: Sample, ctx: PromptContext) -> list[Sample]:
@@ -77,6 +79,10 @@ class Protocol:
 
     def requests(self, sample: Sample, ctx: PromptContext) -> list[Request]:
         raise NotImplementedError
+
+    def label(self, ctx: PromptContext) -> str:
+        """The protocol as records show it (e.g. sc@5)."""
+        return self.name
 
     def followup(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[Request]:
         """Requests of the next stage, given every result so far (empty when done). Multi-stage
@@ -171,3 +177,8 @@ class GenerateProtocol(Protocol):
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
 for _p in (LoglikProtocol(), LoglikTextProtocol(), GenerateProtocol()):
     PROTOCOLS.add(_p.name, _p)
+PROTOCOLS.add_lazy("ner", "harness.ner:NER_PROTOCOL")
+PROTOCOLS.add_lazy("cot", "harness.reasoning:COT")
+PROTOCOLS.add_lazy("sc", "harness.reasoning:SC")
+PROTOCOLS.add_lazy("voc", "harness.reasoning:VOC")
+PROTOCOLS.add_lazy("generate_text", "harness.textgen:GENERATE_TEXT")

@@ -64,32 +64,33 @@ class TaskPlan:
 
     def fingerprint(self, scorer: str) -> str:
         return stable_hash({
-            "task": self.spec.task, "version": self.spec.version, "protocol": self.protocol.name,
+            "task": self.spec.task, "version": self.spec.version, "protocol": self.protocol.label(self.ctx),
             "n_shot": self.ctx.n_shot, "data": self.data_fingerprint, "prompts": self.prompt_hash,
             "scorer": scorer,
         })
 
 
-def resolve_tasks(config: RunConfig, catalog: Catalog) -> tuple[list[str], SourceKind]:
-    names: list[str] = []
+def resolve_tasks(config: RunConfig, catalog: Catalog) -> tuple[list[tuple[str, str | None]], SourceKind]:
+    """(task, protocol) pairs to run; protocol None means --protocol or the task's default."""
+    entries: list[tuple[str, str | None]] = []
     source = config.data_source
     if config.suite:
         suite = catalog.suite(config.suite)
-        names.extend(suite.tasks)
+        entries.extend(suite.entries())
         if source == "auto" and suite.source != "auto":
             source = suite.source
-    names.extend(t for t in config.tasks if t not in names)
-    if not names:
+    entries.extend((t, None) for t in config.tasks if (t, None) not in entries)
+    if not entries:
         raise HarnessError("nothing to run: pass --suite or --tasks")
-    for name in names:
+    for name, _ in entries:
         catalog.task(name)
     if source == "auto":
         source = "local" if config.data_dir is not None else "hub"
-    return names, source
+    return entries, source
 
 
-def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind) -> TaskPlan:
-    protocol_name, options = spec.protocol(config.protocol)
+def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind, protocol_name: str | None = None) -> TaskPlan:
+    protocol_name, options = spec.protocol(config.protocol or protocol_name)
     protocol = PROTOCOLS.get(protocol_name)
     samples = load_split(spec, spec.eval_split, source, config.data_dir)
     if config.limit is not None:
@@ -101,14 +102,15 @@ def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind) -> TaskPlan
             raise HarnessError(f"task {spec.task!r} defines no few-shot split")
         pool = tuple(load_split(spec, fewshot.split, source, config.data_dir))
         fewshot = fewshot.model_copy(update={"seed": config.seed})
-    ctx = PromptContext(FORMATS.get(spec.format), options, config.num_fewshot, pool, fewshot)
+    ctx = PromptContext(FORMATS.get(spec.format), options, config.num_fewshot, pool, fewshot,
+                        language=spec.language, seed=config.seed)
     requests: dict[str, list[Request]] = {}
     for s in samples:
         try:
             requests[s.id] = protocol.requests(s, ctx)
         except (KeyError, TypeError, ValueError) as exc:
             raise HarnessError(f"task {spec.task!r}, sample {s.id}: cannot build prompt: {exc}") from None
-    key = f"{spec.task}|{protocol_name}|{config.num_fewshot}shot"
+    key = f"{spec.task}|{protocol.label(ctx)}|{config.num_fewshot}shot"
     index = {s.id: i for i, s in enumerate(samples)}
     data_fp = stable_hash([s.to_json() for s in samples])
     prompt_hash = stable_hash([[r.key() for r in requests[s.id]] for s in samples])
@@ -197,8 +199,12 @@ class Runner:
 
     def run(self) -> RunRecord:
         config = self.config
-        names, source = resolve_tasks(config, self.catalog)
-        plans = [plan_task(self.catalog.task(n), config, source) for n in names]
+        entries, source = resolve_tasks(config, self.catalog)
+        plans = [plan_task(self.catalog.task(n), config, source, p) for n, p in entries]
+        keys = [p.key for p in plans]
+        if len(set(keys)) < len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise HarnessError(f"task {dup} is listed twice")
         out = config.output
         out.mkdir(parents=True, exist_ok=True)
         self._check_resume(out)
@@ -347,11 +353,11 @@ class Runner:
 
     def _task_result(self, plan: TaskPlan, sample_log: SampleLog, duration: float) -> TaskResult:
         names = list(dict.fromkeys([*plan.spec.metrics, *plan.protocol.metrics]))
-        scorer = f"{plan.protocol.name}:{','.join(names)}"
+        scorer = f"{plan.protocol.label(plan.ctx)}:{','.join(names)}"
         spec = plan.spec
         result = TaskResult(
             task=spec.task, task_version=spec.version, group=spec.group,
-            protocol=plan.protocol.name, n_shot=plan.ctx.n_shot,
+            protocol=plan.protocol.label(plan.ctx), n_shot=plan.ctx.n_shot,
             fewshot_seed=plan.ctx.fewshot.seed if plan.ctx.n_shot and plan.ctx.fewshot else None,
             split=spec.eval_split, language=spec.language, data_source=plan.source,
             data_fingerprint=plan.data_fingerprint, prompt_hash=plan.prompt_hash, scorer=scorer,

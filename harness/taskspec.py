@@ -93,6 +93,11 @@ class TaskSpec(_Strict):
 
     def protocol(self, name: str | None) -> tuple[str, ProtocolSpec]:
         chosen = name or self.default_protocol
+        base, at, k = chosen.partition("@")
+        if at and base in self.protocols:  # sc@k: the task's sc options with k chains
+            if not k.isdigit() or int(k) < 1:
+                raise ConfigError(f"bad protocol {chosen!r}: expected NAME@K with K >= 1")
+            return base, self.protocols[base].model_copy(update={"k": int(k)})
         if chosen not in self.protocols:
             raise ConfigError(
                 f"task {self.task!r} has no protocol {chosen!r} "

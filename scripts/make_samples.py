@@ -2,7 +2,8 @@
 
 Usage: python scripts/make_samples.py DATA_DIR
 Seeded selection from each task's local splits, kept in source order. Only sets whose licence
-allows redistribution are bundled (MedQA, MedMCQA, PubMedQA, MMLU: MIT; see tasks/NOTICE).
+allows redistribution are bundled (MedQA, MedMCQA, PubMedQA, MMLU: MIT; MTS-Dialog, ACI-Bench:
+CC BY 4.0; CMtMedQA: Apache-2.0; see tasks/NOTICE).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ SEED = 0
 # split -> number of samples; eval splits ~50 a task (20 a subject for the six MMLU subjects).
 COUNTS = {"eval": 50, "fewshot": 20}
 MMLU_EVAL = 20
+# Generative tasks: fewer, since each sample is a generation (ACI-Bench visits are long).
+EVAL_COUNTS = {"mts_dialog_section": 20, "mts_dialog_turn": 20, "cmtmedqa_turn": 20,
+               "aci_bench_turn": 10, "aci_bench_note": 5}
 
 
 def main(data_dir: str) -> None:
@@ -31,7 +35,7 @@ def main(data_dir: str) -> None:
                 continue
             samples = load_local(sources.local, root)
             if split == spec.eval_split:
-                n = MMLU_EVAL if spec.group == "mmlu_medical" else COUNTS["eval"]
+                n = MMLU_EVAL if spec.group == "mmlu_medical" else EVAL_COUNTS.get(spec.task, COUNTS["eval"])
             else:
                 n = COUNTS["fewshot"]
             if len(samples) > n:

@@ -177,3 +177,8 @@ def medmcqa_selfbiorag(rec: Mapping[str, Any], i: int, opts: Mapping[str, Any]) 
         id=f"medmcqa-train-{i:05d}", input=match.group(1).strip(), choices=choices,
         target=_letter_index(answer[len("Answer: ("):-1], 4),
     )
+
+
+# Adapters of the generative tasks live beside their formats and protocols.
+for _name in ("mts_section", "aci_note", "dialogue_turn", "cmtmedqa_turn"):
+    ADAPTERS.add_lazy(_name, f"harness.textgen:{_name}")
