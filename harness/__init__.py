@@ -21,6 +21,9 @@ _EXPORTS = {
     "GenerationRequest": "harness.types",
     "ModelBackend": "harness.types",
     "create_backend": "harness.backends",
+    "EXTRACTORS": "harness.extract",
+    "PROTOCOLS": "harness.protocols",
+    "METRICS": "harness.metrics",
 }
 
 __all__ = ["__version__", *_EXPORTS]

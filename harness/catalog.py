@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness.data.adapters import ADAPTERS
 from harness.data.sources import tasks_dir
 from harness.errors import ConfigError, HarnessError
+from harness.extract import EXTRACTORS
 from harness.formats import FORMATS
 from harness.metrics import METRICS
 from harness.protocols import PROTOCOLS
@@ -77,6 +78,9 @@ def _check_names(spec: TaskSpec) -> None:
     check(FORMATS, spec.format, "format")  # type: ignore[arg-type]
     for p in spec.protocols:
         check(PROTOCOLS, p, f"protocols.{p}")  # type: ignore[arg-type]
+    for p, options in spec.protocols.items():
+        if options.extractor is not None:
+            check(EXTRACTORS, options.extractor, f"protocols.{p}.extractor")  # type: ignore[arg-type]
     for m in spec.metrics:
         check(METRICS, m, "metrics")  # type: ignore[arg-type]
     for split, sources in spec.splits.items():

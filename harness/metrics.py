@@ -49,8 +49,11 @@ class MetricLike(Protocol):
     """What the runner needs of a metric. `options` carry task-level settings (e.g.
     `language`) that corpus metrics use to tokenise."""
 
-    name: str
-    higher_is_better: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def higher_is_better(self) -> bool: ...
 
     def aggregate(self, scores: Sequence[Score], options: Mapping[str, Any] | None = None) -> MetricValue: ...
 

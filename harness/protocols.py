@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.extract import extract_choice
+from harness.extract import get_extractor
 from harness.formats import PromptFormat
 from harness.registry import Registry
 from harness.taskspec import FewshotSpec, ProtocolSpec
@@ -162,7 +162,7 @@ class GenerateProtocol(Protocol):
         (result,) = results
         assert isinstance(result, GenerationResult)
         labels = ctx.format.labels(sample)
-        extraction = extract_choice(result.text, labels, sample.choices)
+        extraction = get_extractor(ctx.options.extractor)(result.text, labels, sample.choices)
         meta: dict[str, Any] = {"output": result.text, "extraction": extraction.method}
         if extraction.index is None:
             return Score(value=None, explanation=f"no answer extracted: {extraction.method}",

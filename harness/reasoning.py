@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from harness.extract import Extraction, extract_choice
+from harness.extract import Extraction, get_extractor
 from harness.protocols import PromptContext, Protocol
 from harness.types import (
     GenerationConfig,
@@ -36,15 +36,10 @@ LABEL_WORDS_INSTRUCTION = (
 DEFAULT_SC_TEMPERATURE = 0.7
 
 
-def extract_final(text: str, labels: tuple[str, ...], choices: tuple[str, ...]) -> Extraction:
-    """The final answer of a reasoning text (the `last_answer` extractor when registered)."""
-    from harness import extract
-
-    registry = getattr(extract, "EXTRACTORS", None)
-    if registry is not None and "last_answer" in registry:
-        fn = registry.get("last_answer")
-        return fn(text, labels, choices)  # type: ignore[no-any-return]
-    return extract_choice(text, labels, choices)
+def extract_final(text: str, sample: Sample, ctx: PromptContext) -> Extraction:
+    """The final answer of a reasoning text: the last explicit answer wins."""
+    extractor = get_extractor(ctx.options.extractor or "last_answer")
+    return extractor(text, ctx.format.labels(sample), sample.choices)
 
 
 def _question(sample: Sample, ctx: PromptContext) -> str:
@@ -96,7 +91,7 @@ class CoTProtocol(Protocol):
 
     def score(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> Score:
         text = _text(results[0])
-        ext = extract_final(text, ctx.format.labels(sample), sample.choices)
+        ext = extract_final(text, sample, ctx)
         return _scored(sample, ctx, ext, {"output": text})
 
 
@@ -128,7 +123,7 @@ class SelfConsistencyProtocol(Protocol):
     def score(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> Score:
         labels = ctx.format.labels(sample)
         outputs = [_text(r) for r in results]
-        chains = [extract_final(t, labels, sample.choices) for t in outputs]
+        chains = [extract_final(t, sample, ctx) for t in outputs]
         votes = Counter(labels[c.index] for c in chains if c.index is not None)
         meta: dict[str, Any] = {
             "outputs": outputs,
@@ -196,7 +191,7 @@ class VerificationOfChoiceProtocol(Protocol):
             raise ValueError(f"voc expects {len(sample.choices) + 1} results, got {len(results)}")
         arguments = [_text(r) for r in results[:-1]]
         decision = _text(results[-1])
-        ext = extract_final(decision, ctx.format.labels(sample), sample.choices)
+        ext = extract_final(decision, sample, ctx)
         return _scored(sample, ctx, ext, {"output": decision, "arguments": arguments})
 
 

@@ -72,6 +72,9 @@ class ProtocolSpec(_Strict):
     k: int = Field(default=5, ge=1, description="Sampled chains per question (sc).")
     temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature (sc defaults to 0.7).")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    extractor: str | None = Field(
+        default=None, description="Registered answer extractor (generate: choice; cot/sc/voc: last_answer)."
+    )
 
 
 class TaskSpec(_Strict):

@@ -53,9 +53,9 @@ def _iter_records(path: Path, reader: str) -> Iterator[tuple[int, Mapping[str, A
                 yield lineno, {"_row": row}
     elif reader == "csv_header":
         with path.open(encoding="utf-8", newline="") as f:
-            rows = csv.DictReader(f)
-            for row in rows:
-                yield rows.line_num, row
+            table = csv.DictReader(f)
+            for record in table:
+                yield table.line_num, record
     elif reader == "conll":
         yield from _iter_conll(path)
     else:  # pragma: no cover - the schema forbids other readers
