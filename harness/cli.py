@@ -87,6 +87,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     record = Runner(config, progress=progress).run()
     print(format_record(record))
     print(f"record: {config.output / 'run.json'}")
+    if args.store:
+        from leaderboard.store import Store
+
+        with Store(args.store) as store:
+            outcome = store.import_run(config.output)
+        print(f"store: {'added' if outcome.added else 'already held'} run {outcome.run_id} in {store.url}")
     return 0
 
 
@@ -122,6 +128,57 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_arg(args: argparse.Namespace) -> str:
+    store: str | None = args.store or os.environ.get("HARNESS_STORE")
+    if not store:
+        raise HarnessError("name the results store: --store PATH_OR_URL (or set HARNESS_STORE)")
+    return store
+
+
+def cmd_leaderboard_import(args: argparse.Namespace) -> int:
+    from leaderboard.store import Store
+
+    with Store(_store_arg(args)) as store:
+        for path in args.paths:
+            outcome = store.import_path(Path(path))
+            if isinstance(outcome, int):
+                print(f"{path}: {outcome} new generic result(s)")
+            else:
+                state = "added" if outcome.added else "already held (no change)"
+                print(f"{path}: {state}: run {outcome.run_id}, model {outcome.model_name}, {outcome.n_tasks} tasks")
+    return 0
+
+
+def cmd_leaderboard_build(args: argparse.Namespace) -> int:
+    from leaderboard.rankings import leaderboard_from_store
+    from leaderboard.site import build_site
+    from leaderboard.store import Store
+
+    with Store(_store_arg(args)) as store:
+        site = build_site(leaderboard_from_store(store), args.out)
+    print(f"site: {site.index} ({len(site.model_pages)} model pages)")
+    return 0
+
+
+def cmd_leaderboard_show(args: argparse.Namespace) -> int:
+    from leaderboard.export import render
+    from leaderboard.rankings import leaderboard_from_store
+    from leaderboard.store import Store
+
+    with Store(_store_arg(args)) as store:
+        text = render(leaderboard_from_store(store), args.format)
+    print(text.rstrip("\n"))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from leaderboard.compare import compare_runs, format_comparison
+
+    result = compare_runs(Path(args.base), Path(args.new), alpha=args.alpha, max_drop=args.max_drop, seed=args.seed)
+    print(format_comparison(result))
+    return 1 if result.regressions else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Evaluate medical LLMs.")
     parser.add_argument("--version", action="version", version=f"medllm-harness {__version__}")
@@ -154,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", help="I/N: score only shard I (0-based) of N of every task")
     run.add_argument("--max-attempts", type=int, default=4,
                      help="tries per request before its sample is unscored (default 4)")
+    run.add_argument("--store", help="after the run, import it into this results store (SQLite path or "
+                     "SQLAlchemy URL)")
     run.set_defaults(func=cmd_run)
 
     merge = sub.add_parser("merge", help="combine the shards of a run into one record")
@@ -169,6 +228,31 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a finished (or partial) run")
     show.add_argument("run", help="run folder or run.json")
     show.set_defaults(func=cmd_show)
+
+    board = sub.add_parser("leaderboard", help="results store, rankings and the static site")
+    board_sub = board.add_subparsers(dest="leaderboard_command", required=True)
+    store_help = "results store: SQLite file or SQLAlchemy URL (default: $HARNESS_STORE)"
+    lb_import = board_sub.add_parser("import", help="store finished runs (folders) or judge results (JSON)")
+    lb_import.add_argument("paths", nargs="+", help="run folders, run.json files or results JSON files")
+    lb_import.add_argument("--store", help=store_help)
+    lb_import.set_defaults(func=cmd_leaderboard_import)
+    lb_build = board_sub.add_parser("build", help="write the static leaderboard site")
+    lb_build.add_argument("--out", type=Path, required=True, help="folder for the site")
+    lb_build.add_argument("--store", help=store_help)
+    lb_build.set_defaults(func=cmd_leaderboard_build)
+    lb_show = board_sub.add_parser("show", help="print the rankings")
+    lb_show.add_argument("--format", choices=["table", "md", "csv", "json"], default="table")
+    lb_show.add_argument("--store", help=store_help)
+    lb_show.set_defaults(func=cmd_leaderboard_show)
+
+    compare = sub.add_parser("compare", help="paired significance per task; exit 1 on a regression")
+    compare.add_argument("base", help="baseline run folder (the last good run)")
+    compare.add_argument("new", help="new run folder")
+    compare.add_argument("--max-drop", type=float, default=0.0,
+                         help="largest tolerated absolute drop of a task's main metric (default 0.0)")
+    compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of permutation / bootstrap tests")
+    compare.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -1,1 +1,32 @@
-"""Placeholder package; see the open issues for what lands here."""
+"""Leaderboard: a results store (runs and judge results), rankings with confidence intervals,
+a static HTML site, and `compare` with paired significance tests for nightly regression gates."""
+
+from __future__ import annotations
+
+# Public names load lazily: sqlalchemy, jinja2 and scipy load only when used.
+_EXPORTS = {
+    "Store": "leaderboard.store",
+    "GenericResult": "leaderboard.store",
+    "ImportOutcome": "leaderboard.store",
+    "Leaderboard": "leaderboard.rankings",
+    "build_leaderboard": "leaderboard.rankings",
+    "leaderboard_from_store": "leaderboard.rankings",
+    "JUDGE_DIMENSIONS": "leaderboard.rankings",
+    "render": "leaderboard.export",
+    "FORMATS": "leaderboard.export",
+    "build_site": "leaderboard.site",
+    "Comparison": "leaderboard.compare",
+    "compare_runs": "leaderboard.compare",
+    "format_comparison": "leaderboard.compare",
+    "read_samples": "leaderboard.samples",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'leaderboard' has no attribute {name!r}")
