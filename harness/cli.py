@@ -74,6 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_source=args.data_source, data_dir=args.data_dir,
         cache=None if args.no_cache else (args.cache or _default_cache()),
         task_dirs=tuple(args.include_tasks or ()), shard=args.shard, max_attempts=args.max_attempts,
+        lmeval_include=args.lmeval_include,
     )
     output = args.output
     if output is None:
@@ -179,6 +180,99 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if result.regressions else 0
 
 
+def _judge_config(args: argparse.Namespace) -> Any:
+    from judges.judge import JudgeConfig
+
+    model_args = _parse_model_args(args.judge_args)
+    for key in ("base_url", "api_key_env", "concurrency", "timeout"):
+        if getattr(args, key) is not None:
+            model_args[key] = getattr(args, key)
+    return JudgeConfig(
+        backend=args.judge_backend, model=args.judge, model_args=model_args, batch_size=args.batch_size,
+        max_tokens=args.max_tokens, cache=None if args.no_cache else (args.cache or _default_cache()),
+        max_attempts=args.max_attempts,
+    )
+
+
+def _judge_tasks(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(t.strip() for t in (args.tasks or "").split(",") if t.strip())
+
+
+def cmd_judge_pointwise(args: argparse.Namespace) -> int:
+    from judges import commands
+
+    print(commands.pointwise(Path(args.run), _judge_config(args), prompt=args.prompt or "pointwise",
+                             tasks=_judge_tasks(args), reference=args.reference, store=args.store,
+                             progress=None if args.quiet else _progress).rstrip("\n"))
+    return 0
+
+
+def cmd_judge_pairwise(args: argparse.Namespace) -> int:
+    from judges import commands
+
+    print(commands.pairwise(Path(args.run_a), Path(args.run_b), _judge_config(args), prompt=args.prompt or "pairwise",
+                            tasks=_judge_tasks(args), store=args.store,
+                            progress=None if args.quiet else _progress).rstrip("\n"))
+    return 0
+
+
+def cmd_judge_rank(args: argparse.Namespace) -> int:
+    from judges import commands
+
+    print(commands.rank([Path(r) for r in args.runs], _judge_config(args), prompt=args.prompt or "pairwise",
+                        tasks=_judge_tasks(args), output=args.output, seed=args.seed, rounds=args.bootstrap,
+                        store=args.store, progress=None if args.quiet else _progress).rstrip("\n"))
+    return 0
+
+
+def cmd_judge_calibrate(args: argparse.Namespace) -> int:
+    from judges import commands
+
+    config = None if args.baselines_only else _judge_config(args)
+    print(commands.calibrate(args.dataset, args.data_dir, config, prompt=args.prompt or "pairwise", limit=args.limit,
+                             seed=args.seed, output=args.output,
+                             progress=None if args.quiet else _progress).rstrip("\n"))
+    return 0
+
+
+def _add_judge_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("judge")
+    g.add_argument("--judge", help="judge model: local folder, HF id or server model name (default: embedded "
+                   "SmolLM2-135M)")
+    g.add_argument("--judge-backend", default="hf", help="hf, vllm or openai (default: hf)")
+    g.add_argument("--judge-args", help="judge backend arguments, e.g. dtype=bfloat16 or extra.repeat_penalty=1.0")
+    g.add_argument("--base-url", help="openai backend: the server, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--api-key-env", help="openai backend: NAME of the environment variable holding the key")
+    g.add_argument("--concurrency", type=int, help="openai backend: requests in flight (default 8)")
+    g.add_argument("--timeout", type=float, help="openai backend: seconds per request (default 60)")
+    g.add_argument("--prompt", help="judge prompt: a built-in name (see judges/prompts) or a YAML file")
+    g.add_argument("--max-tokens", type=int, help="reply length limit (default: the prompt file's)")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--cache", type=Path, help="SQLite request cache (default: user cache)")
+    g.add_argument("--no-cache", action="store_true", help="do not use the request cache")
+    g.add_argument("--max-attempts", type=int, default=4, help="tries per request on transient failures (default 4)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainers.cli import run
+
+    return run(args)
+
+
+def cmd_export_lmeval(args: argparse.Namespace) -> int:
+    from harness.lmeval_export import export_lmeval
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    source = args.data_source or ("local" if args.data_dir else "bundled")
+    exported = export_lmeval(args.out_dir, tasks, source, args.data_dir, args.limit)  # type: ignore[arg-type]
+    for e in exported:
+        print(f"{e.lm_task}: {e.n_samples} samples ({source}) -> {e.yaml}")
+    print(f"run them with: lm_eval --model hf --model_args pretrained=MODEL --include_path {args.out_dir} "
+          f"--tasks {','.join(e.lm_task for e in exported)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Evaluate medical LLMs.")
     parser.add_argument("--version", action="version", version=f"medllm-harness {__version__}")
@@ -195,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-args", help="backend arguments, e.g. dtype=bfloat16,device=cuda")
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--suite", help="suite name (see `harness tasks`)")
-    run.add_argument("--tasks", help="comma-separated task ids")
+    run.add_argument("--tasks", help="comma-separated task ids; lm_eval:NAME runs lm-eval's task NAME")
     run.add_argument("--protocol", help="loglik, loglik_text or generate (default: per task)")
     run.add_argument("--num-fewshot", type=int, default=0)
     run.add_argument("--seed", type=int, default=1234)
@@ -208,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.add_argument("--include-tasks", type=Path, action="append",
                      help="extra folder of task YAMLs (repeatable)")
+    run.add_argument("--lmeval-include", type=Path,
+                     help="folder of extra lm-eval task YAMLs, for --tasks lm_eval:NAME")
     run.add_argument("--shard", help="I/N: score only shard I (0-based) of N of every task")
     run.add_argument("--max-attempts", type=int, default=4,
                      help="tries per request before its sample is unscored (default 4)")
@@ -228,6 +324,14 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a finished (or partial) run")
     show.add_argument("run", help="run folder or run.json")
     show.set_defaults(func=cmd_show)
+
+    export = sub.add_parser("export-lmeval", help="write our MCQA tasks as lm-eval task YAMLs over local data")
+    export.add_argument("out_dir", type=Path, help="folder for the task YAMLs and data files")
+    export.add_argument("--tasks", help="comma-separated task ids (default: every MCQA task)")
+    export.add_argument("--data-dir", type=Path, help="read the full local data (else the bundled samples)")
+    export.add_argument("--data-source", choices=["bundled", "local", "hub"])
+    export.add_argument("--limit", type=int, help="first N samples of each task")
+    export.set_defaults(func=cmd_export_lmeval)
 
     board = sub.add_parser("leaderboard", help="results store, rankings and the static site")
     board_sub = board.add_subparsers(dest="leaderboard_command", required=True)
@@ -253,6 +357,50 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     compare.add_argument("--seed", type=int, default=0, help="seed of permutation / bootstrap tests")
     compare.set_defaults(func=cmd_compare)
+
+    judge = sub.add_parser("judge", help="LLM-as-judge: pointwise, pairwise, rankings, calibration studies")
+    judge_sub = judge.add_subparsers(dest="judge_command", required=True)
+    store_note = "import the results into this results store (SQLite path or SQLAlchemy URL)"
+    tasks_note = "comma-separated task names or keys to judge (default: every generative task of the run)"
+    j_point = judge_sub.add_parser("pointwise", help="score a run's outputs on the seven medical dimensions")
+    j_point.add_argument("run", help="run folder")
+    j_point.add_argument("--tasks", help=tasks_note)
+    j_point.add_argument("--reference", action="store_true", help="show the judge the reference answer too")
+    j_point.add_argument("--store", help=store_note)
+    _add_judge_options(j_point)
+    j_point.set_defaults(func=cmd_judge_pointwise)
+    j_pair = judge_sub.add_parser("pairwise", help="compare two runs' outputs, each pair in both orders")
+    j_pair.add_argument("run_a", help="run folder A")
+    j_pair.add_argument("run_b", help="run folder B")
+    j_pair.add_argument("--tasks", help=tasks_note)
+    j_pair.add_argument("--store", help=store_note)
+    _add_judge_options(j_pair)
+    j_pair.set_defaults(func=cmd_judge_pairwise)
+    j_rank = judge_sub.add_parser("rank", help="Bradley–Terry ranking of many runs from pairwise battles")
+    j_rank.add_argument("runs", nargs="+", help="run folders (two or more)")
+    j_rank.add_argument("--tasks", help=tasks_note)
+    j_rank.add_argument("--output", type=Path, help="folder for the ranking (default: beside the first run)")
+    j_rank.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds for the CIs (default 1000)")
+    j_rank.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    j_rank.add_argument("--store", help=store_note)
+    _add_judge_options(j_rank)
+    j_rank.set_defaults(func=cmd_judge_rank)
+    j_cal = judge_sub.add_parser("calibrate", help="agreement with human labels, biases and baselines")
+    j_cal.add_argument("--dataset", required=True, help="llmbar_natural, llmbar_adversarial_{gptinst,gptout,"
+                       "manual,neighbor}, mt_bench, faireval, llmeval2 or pandalm")
+    j_cal.add_argument("--data-dir", type=Path, required=True, help="folder holding judge_calibration/")
+    j_cal.add_argument("--limit", type=int, help="study only the first N pairs")
+    j_cal.add_argument("--seed", type=int, default=0, help="seed of the random baseline (default 0)")
+    j_cal.add_argument("--output", type=Path, help="folder for the tables (default: runs/calibration/DATASET-JUDGE-nN)")
+    j_cal.add_argument("--baselines-only", action="store_true", help="no model: only the baselines")
+    _add_judge_options(j_cal)
+    j_cal.set_defaults(func=cmd_judge_calibrate)
+
+    from trainers.cli import add_arguments as add_train_arguments
+
+    train = sub.add_parser("train", help="run a training recipe (CP / IFT / HA) and score every stage")
+    add_train_arguments(train)
+    train.set_defaults(func=cmd_train)
     return parser
 
 

@@ -35,6 +35,9 @@ class RunConfig(BaseModel):
         default=None, description="(I, N): score only shard I of N of every task (0-based)."
     )
     max_attempts: int = Field(default=4, ge=1, description="Tries per request before it is unscored.")
+    lmeval_include: Path | None = Field(
+        default=None, description="Extra folder of lm-eval task YAMLs for lm_eval:NAME tasks."
+    )
     task_dirs: tuple[Path, ...] = Field(
         default=(), description="Extra folders of task YAMLs (and suites/) beside the bundled ones."
     )
@@ -53,7 +56,7 @@ class RunConfig(BaseModel):
                 raise ValueError(f"shard index must be in 0..N-1, got {index}/{count}")
         return value
 
-    @field_validator("data_dir", "output", "cache")
+    @field_validator("data_dir", "output", "cache", "lmeval_include")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().resolve() if value is not None else None

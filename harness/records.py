@@ -48,6 +48,7 @@ class TaskResult(_Record):
     metrics: dict[str, dict[str, Any]]
     main_metric: str
     duration_s: float | None = None
+    extra: dict[str, Any] = Field(default_factory=dict, description="Source-specific facts (e.g. lm-eval versions).")
 
 
 class RunRecord(_Record):

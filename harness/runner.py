@@ -57,7 +57,7 @@ class TaskPlan:
     ctx: PromptContext
     samples: list[Sample]
     requests: dict[str, list[Request]]
-    source: SourceKind
+    source: str
     data_fingerprint: str
     prompt_hash: str
     index: dict[str, int]
@@ -83,7 +83,8 @@ def resolve_tasks(config: RunConfig, catalog: Catalog) -> tuple[list[tuple[str, 
     if not entries:
         raise HarnessError("nothing to run: pass --suite or --tasks")
     for name, _ in entries:
-        catalog.task(name)
+        if not name.startswith("lm_eval:"):
+            catalog.task(name)
     if source == "auto":
         source = "local" if config.data_dir is not None else "hub"
     return entries, source
@@ -104,6 +105,23 @@ def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind, protocol_na
         fewshot = fewshot.model_copy(update={"seed": config.seed})
     ctx = PromptContext(FORMATS.get(spec.format), options, config.num_fewshot, pool, fewshot,
                         language=spec.language, seed=config.seed)
+    return _finish_plan(spec, protocol, ctx, samples, config, source)
+
+
+def plan_lmeval_task(name: str, config: RunConfig) -> TaskPlan:
+    """A task of lm-eval's, built by lm-eval's own task machinery (harness.lmeval_bridge)."""
+    from harness.formats import PromptFormat
+    from harness.lmeval_bridge import plan_lmeval
+    from harness.taskspec import ProtocolSpec
+
+    spec, protocol, samples = plan_lmeval(name, config.lmeval_include, config.num_fewshot, config.seed,
+                                          config.limit)
+    ctx = PromptContext(PromptFormat("lm_eval"), ProtocolSpec(), config.num_fewshot, seed=config.seed)
+    return _finish_plan(spec, protocol, ctx, samples, config, "lm_eval")
+
+
+def _finish_plan(spec: TaskSpec, protocol: Protocol, ctx: PromptContext, samples: list[Sample],
+                 config: RunConfig, source: str) -> TaskPlan:
     requests: dict[str, list[Request]] = {}
     for s in samples:
         try:
@@ -200,7 +218,11 @@ class Runner:
     def run(self) -> RunRecord:
         config = self.config
         entries, source = resolve_tasks(config, self.catalog)
-        plans = [plan_task(self.catalog.task(n), config, source, p) for n, p in entries]
+        plans = [
+            plan_lmeval_task(n, config) if n.startswith("lm_eval:")
+            else plan_task(self.catalog.task(n), config, source, p)
+            for n, p in entries
+        ]
         keys = [p.key for p in plans]
         if len(set(keys)) < len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
@@ -363,6 +385,7 @@ class Runner:
             data_fingerprint=plan.data_fingerprint, prompt_hash=plan.prompt_hash, scorer=scorer,
             task_fingerprint=plan.fingerprint(scorer), n_samples=0,
             metrics={n: {} for n in names}, main_metric=spec.metrics[0], duration_s=round(duration, 3),
+            extra=dict(getattr(plan.protocol, "record_extra", {})),
         )
         return summarize(result, self._scores(plan, sample_log))
 

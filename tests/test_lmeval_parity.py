@@ -162,3 +162,29 @@ def test_lmeval_parity(parity_runs: dict[str, Any], dataset: str) -> None:
         f"{dataset}: per-choice log-likelihoods differ by up to {max_diff:.2e} (> {LL_TOLERANCE}); "
         f"worst: {worst}"
     )
+
+
+def test_bridge_gives_lm_evals_own_answers(parity_runs: dict[str, Any], tmp_path: Path) -> None:
+    """lm-eval's medqa task run through our lm_eval: bridge (our hf backend) predicts the same
+    option for every question as lm-eval's own hf model."""
+    from harness.config import RunConfig
+    from harness.runner import Runner
+
+    local = parity_runs["local"]
+    lm_task = local.tasks["medqa"]
+    config = RunConfig(tasks=(f"lm_eval:{lm_task}",), lmeval_include=local.folder, output=tmp_path / "bridge",
+                       cache=None, batch_size=BATCH_SIZE)
+    record = Runner(config).run()
+    bridged = {}
+    for line in (tmp_path / "bridge" / "samples.jsonl").read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        lls = [r["none"][0] for r in entry["score"]["metadata"]["filtered_resps"]]
+        bridged[int(entry["sample_id"].rsplit("-", 1)[1])] = _argmax(lls)
+    logged = {int(e["doc_id"]): _argmax([_lm_loglik(r) for r in e["filtered_resps"]])
+              for e in parity_runs["lm"]["samples"][lm_task]}
+    assert sorted(bridged) == sorted(logged) and len(bridged) == LIMIT
+    differ = [d for d in logged if logged[d] != bridged[d]]
+    assert not differ, f"{len(differ)} questions differ: {differ[:10]}"
+    (res,) = record.tasks.values()
+    assert res.metrics["acc"]["value"] == pytest.approx(parity_runs["lm"]["results"][lm_task]["acc,none"])
+    assert res.extra["lm_eval_version"] == "0.4.13"
