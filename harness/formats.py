@@ -79,3 +79,4 @@ for _fmt in (
 FORMATS.add_lazy("note_section", "harness.textgen:NOTE_SECTION")
 FORMATS.add_lazy("visit_note", "harness.textgen:VISIT_NOTE")
 FORMATS.add_lazy("next_turn", "harness.textgen:NEXT_TURN")
+FORMATS.add_lazy("ner", "harness.ner:NER_FORMAT")

@@ -182,3 +182,4 @@ def medmcqa_selfbiorag(rec: Mapping[str, Any], i: int, opts: Mapping[str, Any]) 
 # Adapters of the generative tasks live beside their formats and protocols.
 for _name in ("mts_section", "aci_note", "dialogue_turn", "cmtmedqa_turn"):
     ADAPTERS.add_lazy(_name, f"harness.textgen:{_name}")
+ADAPTERS.add_lazy("conll_ner", "harness.ner:conll_ner")
