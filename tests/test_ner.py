@@ -403,7 +403,8 @@ def test_real_model_end_to_end(shared_data, tmp_path, capsys):
     from harness.records import read_record
 
     out = tmp_path / "run"
-    code = main(["run", "--tasks", "ner_ncbi_disease", "--limit", "2", "--num-fewshot", "2", "--data-dir", str(shared_data),
+    code = main(["run", "--tasks", "ner_ncbi_disease", "--limit", "2", "--num-fewshot", "2",
+                 "--data-dir", str(shared_data),
                  "--output", str(out), "--no-cache", "--quiet"])
     assert code == 0
     assert "ner_f1_strict" in capsys.readouterr().out
