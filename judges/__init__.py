@@ -1,1 +1,47 @@
-"""Placeholder package; see the open issues for what lands here."""
+"""Judges: pointwise scores on the seven medical dimensions, pairwise battles in both orders,
+Bradley–Terry rankings, and calibration studies against human labels (DESIGN.md §5)."""
+
+from __future__ import annotations
+
+# Public names load lazily: scipy, sklearn, krippendorff and the backends load only when used.
+_EXPORTS = {
+    "JudgeConfig": "judges.judge",
+    "Judge": "judges.judge",
+    "Judgement": "judges.judge",
+    "JudgePrompt": "judges.prompt",
+    "load_prompt": "judges.prompt",
+    "Fence": "judges.prompt",
+    "PARSERS": "judges.parse",
+    "ReplyError": "judges.parse",
+    "load_run": "judges.runs",
+    "run_pointwise": "judges.pointwise",
+    "write_pointwise": "judges.pointwise",
+    "PairQuery": "judges.pairs",
+    "LLMPairJudge": "judges.pairs",
+    "FunctionPairJudge": "judges.pairs",
+    "BASELINES": "judges.pairs",
+    "judge_pairs": "judges.pairs",
+    "pair_stats": "judges.pairs",
+    "run_pairwise": "judges.pairwise",
+    "write_pairwise": "judges.pairwise",
+    "Battle": "judges.ranking",
+    "bradley_terry": "judges.ranking",
+    "rank_runs": "judges.ranking",
+    "write_rank": "judges.ranking",
+    "DATASETS": "judges.calibration",
+    "calibrate": "judges.calibration",
+    "write_calibration": "judges.calibration",
+    "pointwise_injection": "judges.injection",
+    "pairwise_injection": "judges.injection",
+    "import_results": "judges.results",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'judges' has no attribute {name!r}")

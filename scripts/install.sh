@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 extras=""
-if [ "${1:-}" = "--dev" ]; then extras="[test]"; fi
+if [ "${1:-}" = "--dev" ]; then extras="[test,train]"; fi
 if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install "torch==2.13.0"
 fi
