@@ -18,7 +18,8 @@ from judges.pairs import LLMPairJudge, PairQuery, Shown, pairwise_messages
 from judges.pointwise import pointwise_messages
 from judges.prompt import fenced_blocks, load_prompt
 
-pytestmark = pytest.mark.slow
+# Long (12 min on 2 cores): run on demand with `python -m pytest -m manual`.
+pytestmark = [pytest.mark.slow, pytest.mark.manual]
 
 
 def _dialogues(n: int) -> list[tuple[str, str]]:

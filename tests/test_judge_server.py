@@ -17,7 +17,8 @@ import pytest
 
 from harness.default_model import gguf_path
 
-pytestmark = [pytest.mark.server, pytest.mark.slow]
+# Long (3 min plus a server start): run on demand with `python -m pytest -m manual`.
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.manual]
 pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is not installed")
 
 

@@ -142,6 +142,7 @@ def test_resume_from_last_checkpoint(default_model_dir: Path, tmp_path: Path) ->
 
 
 @pytest.mark.slow
+@pytest.mark.manual
 def test_kto_and_reward_model(default_model_dir: Path, tmp_path: Path) -> None:
     kto = _run("kto", _pairs(), default_model_dir, tmp_path / "kto", method="lora", max_steps=4, learning_rate=5e-4)
     assert kto.steps == 4 and abs(kto.losses[0][1] - 0.5) < 1e-3  # KTO starts at 0.5 (sigmoid of zero)
@@ -153,6 +154,7 @@ def test_kto_and_reward_model(default_model_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.manual
 def test_recipe_end_to_end_scores_every_stage(shared_data: Path, tmp_path: Path) -> None:
     """A two-stage recipe (IFT then DPO) on shared data, each checkpoint scored on one bundled
     task and compared with the previous one; a rerun reuses the finished stages."""
