@@ -13,23 +13,14 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import (
-    Column,
     Connection,
     Engine,
-    Float,
-    ForeignKey,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     event,
     select,
@@ -38,190 +29,33 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from harness.errors import HarnessError
 from harness.records import RunRecord, read_record
-from harness.types import stable_hash
+from leaderboard.entries import (
+    GenericResult,
+    ImportOutcome,
+    ResultsFile,
+    StoredMetric,
+    StoredRun,
+    StoredTaskResult,
+    content_hash,
+    generic_from_row,
+    run_from_row,
+    run_key,
+    task_result_key,
+)
 from leaderboard.samples import run_dir
+from leaderboard.tables import (
+    STORE_SCHEMA_VERSION,
+    metadata,
+    metrics_table,
+    results_table,
+    runs_table,
+    store_info,
+    task_results_table,
+)
 
 log = logging.getLogger(__name__)
 
-STORE_SCHEMA_VERSION = 1
 SQLITE_BUSY_TIMEOUT_MS = 60_000
-
-metadata = MetaData()
-
-store_info = Table(
-    "store_info", metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
-runs_table = Table(
-    "runs", metadata,
-    Column("run_key", String(64), primary_key=True),
-    Column("run_id", String(64), nullable=False),
-    Column("content_hash", String(64), nullable=False),
-    Column("model_name", Text, nullable=False),
-    Column("model_backend", String(64), nullable=False),
-    Column("model_fingerprint", Text, nullable=False),
-    Column("created_at", String(40), nullable=False),
-    Column("finished_at", String(40)),
-    Column("harness_version", String(40), nullable=False),
-    Column("git_commit", String(80)),
-    Column("run_path", Text),
-    Column("record", Text, nullable=False),
-    Column("imported_at", String(40), nullable=False),
-)
-task_results_table = Table(
-    "task_results", metadata,
-    Column("result_key", String(64), primary_key=True),
-    Column("run_key", String(64), ForeignKey("runs.run_key"), nullable=False, index=True),
-    Column("task_key", Text, nullable=False),
-    Column("task", Text, nullable=False),
-    Column("task_version", Integer, nullable=False),
-    Column("protocol", String(64), nullable=False),
-    Column("n_shot", Integer, nullable=False),
-    Column("task_fingerprint", String(64), nullable=False, index=True),
-    Column("main_metric", String(128), nullable=False),
-    Column("data_source", String(64), nullable=False),
-    Column("split", String(64), nullable=False),
-    Column("language", String(16), nullable=False),
-    Column("n_samples", Integer, nullable=False),
-)
-metrics_table = Table(
-    "metrics", metadata,
-    Column("result_key", String(64), ForeignKey("task_results.result_key"), primary_key=True),
-    Column("name", String(128), primary_key=True),
-    Column("value", Float),
-    Column("ci_low", Float),
-    Column("ci_high", Float),
-    Column("n_scored", Integer, nullable=False),
-    Column("n_unscored", Integer, nullable=False),
-    Column("ci_method", String(64), nullable=False),
-    Column("details", Text),
-)
-# One shape for everything that is not a task metric of a run: judge dimensions (kind
-# "judge_pointwise", name = dimension), pairwise ratings ("bradley_terry"), later kinds too.
-results_table = Table(
-    "results", metadata,
-    Column("result_key", String(64), primary_key=True),
-    Column("kind", String(64), nullable=False, index=True),
-    Column("name", String(128), nullable=False),
-    Column("model_name", Text, nullable=False),
-    Column("model_fingerprint", Text, nullable=False, index=True),
-    Column("fingerprint", String(64), nullable=False),
-    Column("value", Float),
-    Column("ci_low", Float),
-    Column("ci_high", Float),
-    Column("n", Integer, nullable=False),
-    Column("n_unscored", Integer, nullable=False),
-    Column("source", Text),
-    Column("details", Text),
-    Column("created_at", String(40), nullable=False),
-)
-
-
-class GenericResult(BaseModel):
-    """A result that is not a task metric of a run, e.g. one judge dimension for one model.
-    `fingerprint` decides comparability (judge model + prompt + parser + judged outputs):
-    results whose fingerprints differ are shown apart, never averaged together."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: str = Field(description='What produced it, e.g. "judge_pointwise" or "bradley_terry".')
-    name: str = Field(description="The dimension or rating name, e.g. \"safe\" or \"rating\".")
-    model_name: str
-    model_fingerprint: str
-    fingerprint: str = Field(description="Comparability key of the producing protocol.")
-    value: float | None
-    ci: tuple[float | None, float | None] = (None, None)
-    n: int = 0
-    n_unscored: int = 0
-    source: str | None = Field(default=None, description="Where it came from (a file or run folder).")
-    details: dict[str, Any] = Field(default_factory=dict, description='e.g. {"scale": [1, 5]}.')
-    created_at: str = ""
-
-    @property
-    def key(self) -> str:
-        return stable_hash([self.kind, self.name, self.model_fingerprint, self.fingerprint])
-
-    def content(self) -> str:
-        return stable_hash(self.model_dump(mode="json", exclude={"created_at", "source"}))
-
-
-class ResultsFile(BaseModel):
-    """A JSON file of generic results: {"results": [...]} (what `leaderboard import` reads
-    besides run folders)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    results: list[GenericResult]
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    run_key: str
-    run_id: str
-    model_name: str
-    model_backend: str
-    model_fingerprint: str
-    created_at: str
-    finished_at: str | None
-    harness_version: str
-    git_commit: str | None
-    run_path: str | None
-    imported_at: str
-
-
-@dataclass(frozen=True)
-class StoredMetric:
-    name: str
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-    n_scored: int
-    n_unscored: int
-    ci_method: str
-
-
-@dataclass(frozen=True)
-class StoredTaskResult:
-    result_key: str
-    run: StoredRun
-    task_key: str
-    task: str
-    task_version: int
-    protocol: str
-    n_shot: int
-    task_fingerprint: str
-    main_metric: str
-    data_source: str
-    split: str
-    language: str
-    n_samples: int
-    metrics: dict[str, StoredMetric] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class ImportOutcome:
-    path: str
-    run_key: str
-    run_id: str
-    model_name: str
-    added: bool
-    n_tasks: int
-
-
-def run_key(record: RunRecord) -> str:
-    return stable_hash([record.run_id, record.model.fingerprint])
-
-
-def task_result_key(rkey: str, task_key: str, task_fingerprint: str) -> str:
-    return stable_hash([rkey, task_key, task_fingerprint])
-
-
-def _content_hash(record: RunRecord) -> str:
-    # What the numbers are, not when the run.json was last rewritten.
-    tasks = {k: [t.task_fingerprint, t.metrics] for k, t in record.tasks.items()}
-    return stable_hash([record.model.fingerprint, tasks])
-
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
@@ -307,7 +141,7 @@ class Store:
         record = read_record(folder)
         if record.status != "finished":
             raise HarnessError(f"{folder / 'run.json'}: run status is {record.status!r}; only finished runs are stored")
-        rkey, chash = run_key(record), _content_hash(record)
+        rkey, chash = run_key(record), content_hash(record)
         outcome = ImportOutcome(str(folder), rkey, record.run_id, record.model.name, False, len(record.tasks))
         for _ in range(2):  # a concurrent import of the same run can win the insert race once
             existing = self._run_content(rkey)
@@ -372,7 +206,7 @@ class Store:
                         select(results_table).where(results_table.c.result_key == res.key)
                     ).mappings().first()
                 if stored is not None:
-                    if _generic_from_row(stored).content() != res.content():
+                    if generic_from_row(stored).content() != res.content():
                         raise HarnessError(
                             f"result {res.kind}/{res.name} for {res.model_name} (fingerprint "
                             f"{res.fingerprint[:12]}) is already stored with a different value; "
@@ -423,11 +257,11 @@ class Store:
     def runs(self) -> list[StoredRun]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(runs_table).order_by(runs_table.c.imported_at)).mappings().all()
-        return [_run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def task_results(self) -> list[StoredTaskResult]:
         with self.engine.connect() as conn:
-            runs = {r["run_key"]: _run_from_row(r) for r in conn.execute(select(runs_table)).mappings()}
+            runs = {r["run_key"]: run_from_row(r) for r in conn.execute(select(runs_table)).mappings()}
             metrics: dict[str, dict[str, StoredMetric]] = {}
             for m in conn.execute(select(metrics_table)).mappings():
                 metrics.setdefault(m["result_key"], {})[m["name"]] = StoredMetric(
@@ -448,7 +282,7 @@ class Store:
     def generic_results(self) -> list[GenericResult]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(results_table)).mappings().all()
-        return [_generic_from_row(r) for r in rows]
+        return [generic_from_row(r) for r in rows]
 
     def record(self, rkey: str) -> RunRecord:
         with self.engine.connect() as conn:
@@ -457,20 +291,5 @@ class Store:
             raise HarnessError(f"store {self.url}: no run {rkey}")
         return RunRecord.model_validate_json(text)
 
-
-def _run_from_row(r: Any) -> StoredRun:
-    return StoredRun(
-        run_key=r["run_key"], run_id=r["run_id"], model_name=r["model_name"], model_backend=r["model_backend"],
-        model_fingerprint=r["model_fingerprint"], created_at=r["created_at"], finished_at=r["finished_at"],
-        harness_version=r["harness_version"], git_commit=r["git_commit"], run_path=r["run_path"],
-        imported_at=r["imported_at"],
-    )
-
-
-def _generic_from_row(r: Any) -> GenericResult:
-    return GenericResult(
-        kind=r["kind"], name=r["name"], model_name=r["model_name"], model_fingerprint=r["model_fingerprint"],
-        fingerprint=r["fingerprint"], value=r["value"], ci=(r["ci_low"], r["ci_high"]), n=r["n"],
-        n_unscored=r["n_unscored"], source=r["source"], details=json.loads(r["details"] or "{}"),
-        created_at=r["created_at"],
-    )
+__all__ = ["GenericResult", "ImportOutcome", "ResultsFile", "Store", "StoredMetric", "StoredRun",
+           "StoredTaskResult", "run_key", "store_url", "task_result_key"]
