@@ -6,11 +6,15 @@ forwards to a real upstream server (llama.cpp, vLLM) and injects faults in front
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -99,3 +103,40 @@ class FaultServer:
     def __exit__(self, *exc: Any) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@contextlib.contextmanager
+def llama_cpp_server(*extra_args: str, start_timeout: float = 120) -> Iterator[tuple[str, str]]:
+    """llama.cpp's OpenAI-compatible server on the default model's GGUF, on a free port:
+    yields (base URL, model id) once it answers, and stops it afterwards."""
+    import pytest
+
+    from harness.default_model import gguf_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--host", "127.0.0.1",
+           "--port", str(port), "--seed", "0", *extra_args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + start_timeout
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(url + "/models", timeout=2) as resp:
+                    model_id = json.loads(resp.read())["data"][0]["id"]
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    pytest.fail("llama.cpp server exited at start-up")
+                if time.time() > deadline:
+                    pytest.fail(f"llama.cpp server did not start in {start_timeout:.0f} s")
+                time.sleep(0.5)
+        yield url, model_id
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

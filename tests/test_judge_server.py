@@ -5,52 +5,22 @@ default model's GGUF, driven by `harness judge calibrate --judge-backend openai`
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness.default_model import gguf_path
+from tests.openai_server import llama_cpp_server
 
 # Long (3 min plus a server start): run on demand with `python -m pytest -m manual`.
 pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.manual]
 pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def judge_server() -> Iterator[tuple[str, str]]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", "8192", "--seed", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/models", timeout=2) as resp:
-                model_id = json.loads(resp.read())["data"][0]["id"]
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("llama.cpp server exited at start-up")
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("llama.cpp server did not start in 120 s")
-    yield url, model_id
-    proc.terminate()
-    proc.wait(timeout=30)
+    with llama_cpp_server("--n_ctx", "8192") as server:
+        yield server
 
 
 def test_calibrate_through_an_openai_compatible_judge(judge_server: tuple[str, str], shared_data: Path,

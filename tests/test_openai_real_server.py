@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,7 +14,7 @@ from harness.config import RunConfig
 from harness.default_model import gguf_path
 from harness.errors import HarnessError
 from harness.runner import Runner
-from tests.openai_server import FaultServer
+from tests.openai_server import FaultServer, llama_cpp_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is not installed")
@@ -28,35 +23,10 @@ TASKS = ("medqa", "medmcqa", "pubmedqa", "mmlu_anatomy")
 LIMIT = 8
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llama_server():
-    port = _free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf_path()), "--host", "127.0.0.1",
-           "--port", str(port), "--logits_all", "true", "--n_ctx", "4096", "--seed", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/models", timeout=2) as resp:
-                model_id = json.loads(resp.read())["data"][0]["id"]
-            break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("llama.cpp server exited at start-up")
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("llama.cpp server did not start in 120 s")
-    yield url, model_id
-    proc.terminate()
-    proc.wait(timeout=30)
+    with llama_cpp_server("--logits_all", "true", "--n_ctx", "4096") as server:
+        yield server
 
 
 def _answers(out: Path) -> dict[tuple[str, str], str | None]:
