@@ -77,6 +77,7 @@ class JudgeRow:
     n_unscored: int
     agreement: MetricValue  # final verdict == human label, ties a class of their own
     agreement_no_ties: MetricValue  # over items where neither the judge nor the humans said tie
+    agreement_per_order: MetricValue  # each single-order verdict against the human label (LLMBar's "Acc")
     kappa: float | None
     alpha: float | None  # annotators and the judge
     consistency: MetricValue
@@ -100,6 +101,10 @@ def judge_row(name: str, fingerprint: str, outcomes: Sequence[PairOutcome], huma
     labels = [label_of(o) for o in outcomes]
     agree = [None if j is None else float(j == h) for j, h in zip(labels, human, strict=True)]
     no_ties = [None if j in (None, 0) or h == 0 else float(j == h) for j, h in zip(labels, human, strict=True)]
+    # Before the swap rule turns order-dependent verdicts into ties: a position-biased judge
+    # scores 0.5 here on balanced data, where `agreement` gives it 0.
+    per_order = [None if side is None else float(_SIDE_LABEL[side] == h)
+                 for o, h in zip(outcomes, human, strict=True) for side in (o.forward_side, o.backward_side)]
     judgements = [v.judgement for o in outcomes for v in (o.forward, o.backward) if v.judgement.attempts > 0]
     tokens = None
     if judgements:
@@ -108,6 +113,7 @@ def judge_row(name: str, fingerprint: str, outcomes: Sequence[PairOutcome], huma
         judge=name, fingerprint=fingerprint, n=len(outcomes), n_unscored=sum(lab is None for lab in labels),
         agreement=mean_with_ci("agreement", agree),
         agreement_no_ties=mean_with_ci("agreement_no_ties", no_ties),
+        agreement_per_order=mean_with_ci("agreement_per_order", per_order),
         kappa=cohen_kappa(human, labels),
         alpha=krippendorff_alpha([*[list(a) for a in annotators], labels]),
         consistency=mean_with_ci("consistency", [None if o.consistent is None else float(o.consistent)

@@ -139,18 +139,18 @@ class CalibrationReport:
         def num(v: float | None, digits: int = 3) -> str:
             return "-" if v is None else f"{v:.{digits}f}"
 
-        header = ["judge", "n", "unscored", "agreement", "agreement w/o ties (n)", "Cohen κ", "Krippendorff α",
+        header = ["judge", "n", "unscored", "agreement", "agreement w/o ties (n)", "agreement per order", "Cohen κ", "Krippendorff α",
                   "consistency", "prefers first", "prefers longer", "s / judgement", "tokens / judgement", "cached"]
         rows = []
         for r in self.rows:
             rows.append([r.judge, str(r.n), str(r.n_unscored), fmt(r.agreement),
-                         f"{fmt(r.agreement_no_ties)} ({r.agreement_no_ties.n_scored})", num(r.kappa), num(r.alpha),
+                         f"{fmt(r.agreement_no_ties)} ({r.agreement_no_ties.n_scored})", fmt(r.agreement_per_order), num(r.kappa), num(r.alpha),
                          fmt(r.consistency), fmt(r.prefer_first), fmt(r.prefer_longer),
                          num(r.seconds_per_judgement, 2), num(r.tokens_per_judgement, 0),
                          "-" if r.baseline else str(r.n_cached)])
         n_ann = len(self.items[0].annotations) if self.items else 0
         rows.append([f"humans ({n_ann} annotator{'s' if n_ann != 1 else ''})", str(len(self.items)), "-", "-", "-",
-                     "-", num(self.human_alpha), "-", "-", fmt(self.human_prefer_longer), "-", "-", "-"])
+                     "-", "-", num(self.human_alpha), "-", "-", fmt(self.human_prefer_longer), "-", "-", "-"])
         title = (f"Calibration on {self.dataset.name} ({self.dataset.description}), first {len(self.items)} items; "
                  f"human ties {self.human_tie_rate:.1%}. Every judge sees each pair in both orders; an "
                  "order-dependent verdict is a tie. 95% Wilson CIs.\n\n")
