@@ -152,7 +152,7 @@ def test_leakage_catches_planted_test_question_bundled() -> None:
     assert [r.id for r in kept] == ["clean"]
     assert report["dropped"] == 1 and report["by_task"]["medqa"] == 1
     assert report["by_test"] == {"chars": 1, "ngram": 1}
-    assert report["examples"][0]["sample"] == planted.id
+    assert f"medqa/{planted.id}" in report["examples"][0]["matches"]
     assert planted.input not in json.dumps(report)
 
 

@@ -3,8 +3,10 @@ addresses, record numbers and postal addresses (the HIPAA Safe Harbor identifier
 in clinical text).
 
 Detection is rule-based, in the style of the i2b2 / physionet deid scripts: spaCy-model-based
-tools (Presidio, scrubadub's name detectors) need model downloads this project cannot make, and
-names are only caught where a title or a label marks them ("Dr. Kumar", "Patient: Jane Roe").
+tools (Presidio, scrubadub's name detectors) need model downloads this project cannot make. Names
+are caught where a title or a label marks them ("Dr. Kumar", "Patient: Jane Roe"), and as a known
+given name followed by a known surname ("Maria Garcia"; the US name lists that Faker ships), which
+keeps eponyms ("Graves disease", "Wilson disease") out.
 Only counts per kind leave this module; the originals are never logged.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
 
 KINDS = ("EMAIL", "RECORD_ID", "PHONE", "ADDRESS", "DATE", "NAME")
 
@@ -96,18 +99,37 @@ def _span(match: re.Match[str], kind: str) -> Span | None:
     return Span(start, end, kind)
 
 
+_NAME_PAIR = re.compile(rf"\b({_NAME_WORD})(?:\s+[A-Z]\.)?\s+({_NAME_WORD})\b")
+
+
+@cache
+def _name_lists() -> tuple[frozenset[str], frozenset[str]]:
+    """Given names and surnames from Faker's en_US person provider (MIT licensed data)."""
+    from faker.providers.person.en_US import Provider
+
+    given = frozenset(Provider.first_names_female) | frozenset(Provider.first_names_male)
+    return given, frozenset(Provider.last_names)
+
+
+def _gazetteer_names(text: str) -> list[Span]:
+    given, surnames = _name_lists()
+    return [Span(m.start(), m.end(), "NAME") for m in _NAME_PAIR.finditer(text)
+            if m.group(1) in given and m.group(2) in surnames]
+
+
 def find_pii(text: str) -> list[Span]:
     """Non-overlapping spans, earlier kinds in KINDS winning ties (an e-mail is not a name)."""
     spans: list[Span] = []
     for kind in KINDS:
-        for pattern in _PATTERNS[kind]:
-            for m in pattern.finditer(text):
-                span = _span(m, kind)
-                if span is None or span.end <= span.start:
-                    continue
-                if any(s.start < span.end and span.start < s.end for s in spans):
-                    continue
-                spans.append(span)
+        found = [s for p in _PATTERNS[kind] for s in (_span(m, kind) for m in p.finditer(text))]
+        if kind == "NAME":
+            found += _gazetteer_names(text)
+        for span in found:
+            if span is None or span.end <= span.start:
+                continue
+            if any(s.start < span.end and span.start < s.end for s in spans):
+                continue
+            spans.append(span)
     return sorted(spans, key=lambda s: s.start)
 
 

@@ -88,8 +88,9 @@ def check_leakage(records: Sequence[TrainRecord], index: LeakageIndex) -> tuple[
         tasks = sorted({item.task for items in hits.values() for item in items})
         by_task.update(tasks)
         if len(examples) < MAX_LEAK_EXAMPLES:
-            first = next(iter(hits.values()))[0]
-            examples.append({"record": rec.id, "tests": sorted(hits), "task": first.task, "sample": first.sample_id})
+            items = sorted({(i.task, i.sample_id) for found in hits.values() for i in found})
+            examples.append({"record": rec.id, "tests": sorted(hits), "task": items[0][0], "sample": items[0][1],
+                             "matches": [f"{t}/{sid}" for t, sid in items[:MAX_LEAK_EXAMPLES]]})
     report = {
         "dropped": len(records) - len(kept), "by_test": dict(by_test), "by_task": dict(by_task),
         "examples": examples, "tests": {"chars": index.chars, "ngram": index.ngram},

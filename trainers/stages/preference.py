@@ -66,6 +66,8 @@ def run_reward(inp: StageInput) -> StageResult:
                             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                             processing_class=tokenizer, peft_config=lora_config(inp.config, "SEQ_CLS"),
                             quantization_config=quantization_config(inp.config))
+    # trl averages accuracy per eval batch; one batch makes it the share of held-out pairs
+    trainer.args.per_device_eval_batch_size = max(1, len(eval_rows))
     before = quiet(trainer).evaluate() if eval_rows else {}
     result = run_trainer(inp, trainer, len(train_rows))
     if eval_rows:
