@@ -66,13 +66,17 @@ def run_reward(inp: StageInput) -> StageResult:
                             eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
                             processing_class=tokenizer, peft_config=lora_config(inp.config, "SEQ_CLS"),
                             quantization_config=quantization_config(inp.config))
+    # trl drops pairs longer than max_length: count what is really used
+    n_train = len(trainer.train_dataset) if trainer.train_dataset is not None else 0
+    n_eval = len(trainer.eval_dataset) if eval_rows and trainer.eval_dataset is not None else 0
     # trl averages accuracy per eval batch; one batch makes it the share of held-out pairs
-    trainer.args.per_device_eval_batch_size = max(1, len(eval_rows))
-    before = quiet(trainer).evaluate() if eval_rows else {}
-    result = run_trainer(inp, trainer, len(train_rows))
-    if eval_rows:
+    trainer.args.per_device_eval_batch_size = max(1, n_eval)
+    before = quiet(trainer).evaluate() if n_eval else {}
+    result = run_trainer(inp, trainer, n_train)
+    result.metrics["pairs_over_max_length"] = float(len(rows) - n_train - n_eval)
+    if n_eval:
         after = trainer.evaluate()
-        result.metrics.update({"heldout_pairs": float(len(eval_rows)),
+        result.metrics.update({"heldout_pairs": float(n_eval),
                                "heldout_accuracy_before": float(before.get("eval_accuracy", float("nan"))),
                                "heldout_accuracy": float(after.get("eval_accuracy", float("nan")))})
     return result
