@@ -7,6 +7,8 @@ adapter switched off; with full training trl loads a frozen copy of the start ch
 
 from __future__ import annotations
 
+from typing import Any
+
 from harness.errors import HarnessError
 from trainers.data.formatting import preference_row, unpaired_rows
 from trainers.data.records import PreferenceRecord
@@ -67,8 +69,9 @@ def run_reward(inp: StageInput) -> StageResult:
                             processing_class=tokenizer, peft_config=lora_config(inp.config, "SEQ_CLS"),
                             quantization_config=quantization_config(inp.config))
     # trl drops pairs longer than max_length: count what is really used
-    n_train = len(trainer.train_dataset) if trainer.train_dataset is not None else 0
-    n_eval = len(trainer.eval_dataset) if eval_rows and trainer.eval_dataset is not None else 0
+    kept: Any = trainer
+    n_train = len(kept.train_dataset) if kept.train_dataset is not None else 0
+    n_eval = len(kept.eval_dataset) if eval_rows and kept.eval_dataset is not None else 0
     # trl averages accuracy per eval batch; one batch makes it the share of held-out pairs
     trainer.args.per_device_eval_batch_size = max(1, n_eval)
     before = quiet(trainer).evaluate() if n_eval else {}
