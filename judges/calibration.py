@@ -139,12 +139,14 @@ class CalibrationReport:
         def num(v: float | None, digits: int = 3) -> str:
             return "-" if v is None else f"{v:.{digits}f}"
 
-        header = ["judge", "n", "unscored", "agreement", "agreement w/o ties (n)", "agreement per order", "Cohen κ", "Krippendorff α",
-                  "consistency", "prefers first", "prefers longer", "s / judgement", "tokens / judgement", "cached"]
+        header = ["judge", "n", "unscored", "agreement", "agreement w/o ties (n)", "agreement per order", "Cohen κ",
+                  "Krippendorff α", "consistency", "prefers first", "prefers longer", "s / judgement",
+                  "tokens / judgement", "cached"]
         rows = []
         for r in self.rows:
             rows.append([r.judge, str(r.n), str(r.n_unscored), fmt(r.agreement),
-                         f"{fmt(r.agreement_no_ties)} ({r.agreement_no_ties.n_scored})", fmt(r.agreement_per_order), num(r.kappa), num(r.alpha),
+                         f"{fmt(r.agreement_no_ties)} ({r.agreement_no_ties.n_scored})", fmt(r.agreement_per_order),
+                         num(r.kappa), num(r.alpha),
                          fmt(r.consistency), fmt(r.prefer_first), fmt(r.prefer_longer),
                          num(r.seconds_per_judgement, 2), num(r.tokens_per_judgement, 0),
                          "-" if r.baseline else str(r.n_cached)])
