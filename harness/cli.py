@@ -55,6 +55,36 @@ def _progress(desc: str, total: int, initial: int) -> Any:
                 dynamic_ncols=True)
 
 
+# Auxiliary models of `harness run`, by role: (role, what it does), see RunConfig.aux_models.
+AUX_ROLES = (("patient", "interactive tasks: an LLM patient instead of the retrieval patient"),
+             ("turn_judge", "pqa tasks: an LLM labels turns asking/advising instead of the rule"))
+
+
+def _aux_models(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for role, _ in AUX_ROLES:
+        model, backend, extra = (getattr(args, f"{role}_{k}") for k in ("model", "backend", "args"))
+        if model is not None or backend is not None or extra is not None:
+            out[role] = {"model": None if model == "default" else model, "backend": backend or "hf",
+                         "model_args": _parse_model_args(extra)}
+    return out
+
+
+def _sft_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--protocol sft: the recipe's validated contents (the default recipe without --sft-recipe),
+    so config.json pins what was trained."""
+    from harness.sft.protocol import is_sft
+
+    if not is_sft(args.protocol):
+        if args.sft_recipe is not None:
+            raise HarnessError("--sft-recipe needs --protocol sft (or sft+NAME)")
+        return None
+    from harness.sft.recipe import SFTRecipe, load_sft_recipe
+
+    recipe = load_sft_recipe(args.sft_recipe) if args.sft_recipe is not None else SFTRecipe()
+    return recipe.model_dump(mode="json")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.config import RunConfig
     from harness.report import format_record
@@ -74,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_source=args.data_source, data_dir=args.data_dir,
         cache=None if args.no_cache else (args.cache or _default_cache()),
         task_dirs=tuple(args.include_tasks or ()), shard=args.shard, max_attempts=args.max_attempts,
-        lmeval_include=args.lmeval_include,
+        lmeval_include=args.lmeval_include, aux_models=_aux_models(args), sft_recipe=_sft_recipe(args),
     )
     output = args.output
     if output is None:
@@ -290,7 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=int, default=8)
     run.add_argument("--suite", help="suite name (see `harness tasks`)")
     run.add_argument("--tasks", help="comma-separated task ids; lm_eval:NAME runs lm-eval's task NAME")
-    run.add_argument("--protocol", help="loglik, loglik_text or generate (default: per task)")
+    run.add_argument("--protocol", help="loglik, loglik_text, generate, cot, sc@K, voc (default: per task); "
+                     "sft / sft+NAME: fine-tune on each task's train split, then score with the task's "
+                     "default protocol / NAME")
+    run.add_argument("--sft-recipe", type=Path, help="--protocol sft: fine-tuning recipe YAML (method, max_steps, "
+                     "learning_rate, ...; default: LoRA, 30 steps)")
     run.add_argument("--num-fewshot", type=int, default=0)
     run.add_argument("--seed", type=int, default=1234)
     run.add_argument("--limit", type=int, help="score only the first N samples of each task")
@@ -309,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="tries per request before its sample is unscored (default 4)")
     run.add_argument("--store", help="after the run, import it into this results store (SQLite path or "
                      "SQLAlchemy URL)")
+    for role, what in AUX_ROLES:
+        flag = role.replace("_", "-")
+        run.add_argument(f"--{flag}-model", help=f"{what}: its model ('default' = the embedded model)")
+        run.add_argument(f"--{flag}-backend", help=f"backend of the {flag} model: hf, vllm or openai (default: hf)")
+        run.add_argument(f"--{flag}-args", help=f"backend arguments of the {flag} model, e.g. "
+                         "base_url=http://127.0.0.1:8000/v1,api_key_env=MY_KEY_VAR")
     run.set_defaults(func=cmd_run)
 
     merge = sub.add_parser("merge", help="combine the shards of a run into one record")

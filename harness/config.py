@@ -8,6 +8,20 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+class AuxModel(BaseModel):
+    """An auxiliary model of a run (the simulated patient, a turn judge): not the model under test."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: str = Field(default="hf", description="Registered backend name.")
+    model: str | None = Field(
+        default=None, description="Local folder, HF id or server model; None = the embedded default."
+    )
+    model_args: dict[str, Any] = Field(
+        default_factory=dict, description="Backend arguments; the openai backend takes the NAME of the key's env var."
+    )
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,6 +55,16 @@ class RunConfig(BaseModel):
     task_dirs: tuple[Path, ...] = Field(
         default=(), description="Extra folders of task YAMLs (and suites/) beside the bundled ones."
     )
+    aux_models: dict[str, AuxModel] = Field(
+        default_factory=dict,
+        description="Auxiliary models by role: 'patient' (interactive tasks: an LLM patient instead of the "
+        "retrieval patient), 'turn_judge' (pqa tasks: an LLM labels turns asking/advising).",
+    )
+    sft_recipe: dict[str, Any] | None = Field(
+        default=None,
+        description="--protocol sft: the fine-tuning recipe's contents (harness.sft.SFTRecipe); None = the "
+        "default recipe. Contents, not a path, so a resumed run refuses an edited recipe.",
+    )
 
     @field_validator("shard", mode="before")
     @classmethod
@@ -63,4 +87,9 @@ class RunConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the interrupted one."""
-        return self.model_dump(mode="json", exclude={"output", "cache", "data_dir", "max_attempts"})
+        exclude = {"output", "cache", "data_dir", "max_attempts"}
+        if not self.aux_models:  # keeps the identity (and default run folder) of earlier runs
+            exclude.add("aux_models")
+        if self.sft_recipe is None:
+            exclude.add("sft_recipe")
+        return self.model_dump(mode="json", exclude=exclude)

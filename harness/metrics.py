@@ -104,6 +104,48 @@ def _extra(key: str) -> Callable[[Score], float | None]:
     return read
 
 
+def value_reader(key: str) -> Callable[[Score], float | None]:
+    """Reads metadata["values"][key] whether or not the sample's main value is scored."""
+
+    def read(score: Score) -> float | None:
+        value = score.metadata.get("values", {}).get(key)
+        return None if value is None else float(value)
+
+    return read
+
+
+@dataclass(frozen=True)
+class RatioMetric:
+    """sum(numerator) / sum(denominator) over samples (a micro average, e.g. of questions over
+    cases), with a seeded percentile bootstrap over samples. Samples lacking either value, or
+    with a zero denominator, take no part (they are not counted as unscored)."""
+
+    name: str
+    higher_is_better: bool
+    numerator: str
+    denominator: str
+    description: str = ""
+
+    def aggregate(self, scores: Sequence[Score], options: Mapping[str, Any] | None = None) -> MetricValue:
+        import numpy as np
+
+        from harness.textmetrics import bootstrap_ci
+
+        num, den = value_reader(self.numerator), value_reader(self.denominator)
+        pairs = [(num(s), den(s)) for s in scores]
+        n_unscored = sum(n is None or d is None for n, d in pairs)
+        kept = np.array([(n, d) for n, d in pairs if n is not None and d], dtype=np.float64).reshape(-1, 2)
+        details = {"numerator": float(kept[:, 0].sum()), "denominator": float(kept[:, 1].sum())}
+        if not len(kept):
+            return MetricValue(self.name, None, None, None, 0, n_unscored, "none", details)
+        value = details["numerator"] / details["denominator"]
+        if len(kept) == 1:
+            return MetricValue(self.name, value, value, value, 1, n_unscored, "degenerate", details)
+        low, high = bootstrap_ci(len(kept),
+                                 lambda counts: (counts @ kept[:, 0]) / np.maximum(counts @ kept[:, 1], 1e-12))
+        return MetricValue(self.name, value, low, high, len(kept), n_unscored, "bootstrap", details)
+
+
 METRICS: Registry[MetricLike] = Registry("metric")
 METRICS.add("accuracy", Metric("accuracy", True, lambda s: s.value, "share answered correctly"))
 METRICS.add(
@@ -128,5 +170,20 @@ for _name, _target in {
     "ner_f1_lenient": "harness.ner:NER_F1_LENIENT",
     "ner_precision_lenient": "harness.ner:NER_PRECISION_LENIENT",
     "ner_recall_lenient": "harness.ner:NER_RECALL_LENIENT",
+    # interactive consultation (MediQ-style) and proactive questioning (PQA)
+    "accuracy_full_case": "harness.consult:ACCURACY_FULL_CASE",
+    "accuracy_initial_only": "harness.consult:ACCURACY_INITIAL_ONLY",
+    "questions_per_case": "harness.consult:QUESTIONS_PER_CASE",
+    "facts_elicited": "harness.consult:FACTS_ELICITED",
+    "question_relevance": "harness.consult:QUESTION_RELEVANCE",
+    "premature_answer_rate": "harness.consult:PREMATURE_ANSWER_RATE",
+    "forced_answer_rate": "harness.consult:FORCED_ANSWER_RATE",
+    "invalid_turn_rate": "harness.consult:INVALID_TURN_RATE",
+    "pqa_f1": "harness.pqa:PQA_F1",
+    "pqa_precision": "harness.pqa:PQA_PRECISION",
+    "pqa_recall": "harness.pqa:PQA_RECALL",
+    "pqa_agreement": "harness.pqa:PQA_AGREEMENT",
+    "ask_rate": "harness.pqa:ASK_RATE",
+    "reference_ask_rate": "harness.pqa:REFERENCE_ASK_RATE",
 }.items():
     METRICS.add_lazy(_name, _target)

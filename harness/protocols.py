@@ -44,6 +44,8 @@ class PromptContext:
     fewshot: FewshotSpec | None = None
     language: str = "en"
     seed: int = 0
+    # roles of the auxiliary models the run configures (RunConfig.aux_models), e.g. "patient"
+    aux_roles: frozenset[str] = frozenset()
 
 
 def select_fewshot(sample: Sample, ctx: PromptContext) -> list[Sample]:
@@ -83,6 +85,15 @@ class Protocol:
     def label(self, ctx: PromptContext) -> str:
         """The protocol as records show it (e.g. sc@5)."""
         return self.name
+
+    def record_info(self, ctx: PromptContext) -> dict[str, Any]:
+        """Settings that change scores but not the first-stage prompts (e.g. a simulator's); the
+        record stores them and they enter the task fingerprint."""
+        return {}
+
+    def aux_roles(self, ctx: PromptContext) -> tuple[str, ...]:
+        """Roles of the auxiliary models this protocol sends RoutedRequests to, in this run."""
+        return ()
 
     def followup(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[Request]:
         """Requests of the next stage, given every result so far (empty when done). Multi-stage
@@ -182,3 +193,5 @@ PROTOCOLS.add_lazy("cot", "harness.reasoning:COT")
 PROTOCOLS.add_lazy("sc", "harness.reasoning:SC")
 PROTOCOLS.add_lazy("voc", "harness.reasoning:VOC")
 PROTOCOLS.add_lazy("generate_text", "harness.textgen:GENERATE_TEXT")
+PROTOCOLS.add_lazy("interactive", "harness.consult:INTERACTIVE")
+PROTOCOLS.add_lazy("pqa", "harness.pqa:PQA")

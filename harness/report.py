@@ -41,6 +41,15 @@ def format_record(record: RunRecord) -> str:
                          str(m.get("n_scored", "")), str(m.get("n_unscored", "")), ""])
     header = ["task", "protocol", "shots", "metric", "value [95% CI]", "n", "unscored", "data"]
     parts = [head, _table(rows, header) if rows else "(no task finished yet)"]
+    for key, res in record.tasks.items():
+        sft = res.extra.get("sft")
+        if isinstance(sft, dict) and "heldin_loss" in sft:
+            loss = sft["heldin_loss"]
+            parts.append(
+                f"{key}: fine-tuned ({sft['method']}, {sft['steps']} steps, {sft['train_examples']} train examples, "
+                f"{sft['dropped_leaked']} dropped as leaked, data {sft['train_data_fingerprint'][:12]}, recipe "
+                f"{sft['recipe_hash'][:12]}{', reused' if sft.get('reused_checkpoint') else ''}); held-in loss "
+                f"{loss['before']:.3f} -> {loss['after']:.3f}; checkpoint {sft['checkpoint']}")
     if record.cache:
         parts.append(f"cache: {record.cache.get('hits', 0)} hits, {record.cache.get('misses', 0)} misses")
     return "\n".join(parts)

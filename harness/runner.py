@@ -12,7 +12,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from harness.formats import FORMATS
 from harness.metrics import METRICS, Metric, mean_with_ci
 from harness.protocols import PROTOCOLS, PromptContext, Protocol
 from harness.records import ModelInfo, RunRecord, SampleLog, TaskResult, environment, git_commit
+from harness.sft.protocol import is_sft
 from harness.taskspec import TaskSpec
 from harness.types import (
     GenerationRequest,
@@ -36,6 +37,7 @@ from harness.types import (
     Request,
     RequestFailure,
     RequestKind,
+    RoutedRequest,
     Sample,
     Score,
     stable_hash,
@@ -61,13 +63,22 @@ class TaskPlan:
     data_fingerprint: str
     prompt_hash: str
     index: dict[str, int]
+    # role -> fingerprint of the auxiliary models (patient, judge) this task's protocol uses
+    aux: dict[str, str] = field(default_factory=dict)
 
     def fingerprint(self, scorer: str) -> str:
-        return stable_hash({
+        parts = {
             "task": self.spec.task, "version": self.spec.version, "protocol": self.protocol.label(self.ctx),
             "n_shot": self.ctx.n_shot, "data": self.data_fingerprint, "prompts": self.prompt_hash,
             "scorer": scorer,
-        })
+        }
+        # only when present, so the fingerprints of other tasks stay put
+        if self.aux:
+            parts["aux_models"] = self.aux
+        info = self.protocol.record_info(self.ctx)
+        if info:
+            parts["protocol_info"] = info
+        return stable_hash(parts)
 
 
 def resolve_tasks(config: RunConfig, catalog: Catalog) -> tuple[list[tuple[str, str | None]], SourceKind]:
@@ -104,7 +115,7 @@ def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind, protocol_na
         pool = tuple(load_split(spec, fewshot.split, source, config.data_dir))
         fewshot = fewshot.model_copy(update={"seed": config.seed})
     ctx = PromptContext(FORMATS.get(spec.format), options, config.num_fewshot, pool, fewshot,
-                        language=spec.language, seed=config.seed)
+                        language=spec.language, seed=config.seed, aux_roles=frozenset(config.aux_models))
     return _finish_plan(spec, protocol, ctx, samples, config, source)
 
 
@@ -151,6 +162,8 @@ def _score_from_json(data: dict[str, Any]) -> Score:
 
 
 def _request_size(request: Request) -> int:
+    if isinstance(request, RoutedRequest):
+        request = request.request
     if isinstance(request, LoglikelihoodRequest):
         return len(request.context) + len(request.continuation)
     return len(request.prompt or "") + sum(len(m.content) for m in request.messages or ())
@@ -188,15 +201,34 @@ def _call(backend: ModelBackend, requests: Sequence[Request]) -> list[Any]:
     return results
 
 
+def _dispatch(backends: Mapping[str | None, ModelBackend], requests: Sequence[Request]) -> list[Any]:
+    """Like _call, but RoutedRequests go to the auxiliary backend of their role (key None is the
+    model under test); results back in request order."""
+    by_role: dict[str | None, list[int]] = {}
+    for i, r in enumerate(requests):
+        by_role.setdefault(r.role if isinstance(r, RoutedRequest) else None, []).append(i)
+    results: list[Any] = [None] * len(requests)
+    for role, idx in by_role.items():
+        if role not in backends:
+            raise HarnessError(f"a protocol asked for the {role!r} model, but the run configures none")
+        batch = [r.request if isinstance(r, RoutedRequest) else r for r in (requests[i] for i in idx)]
+        for i, res in zip(idx, _call(backends[role], batch), strict=True):
+            results[i] = res
+    return results
+
+
 class Runner:
     def __init__(
         self, config: RunConfig, *, backend: ModelBackend | None = None,
         catalog: Catalog | None = None, progress: ProgressFactory | None = None,
         chunk_size: int | None = None, retry_base_delay: float = 1.0,
+        aux_backends: Mapping[str, ModelBackend] | None = None,
     ):
         self.config = config
         self.catalog = catalog or load_catalog(config.task_dirs)
         self._backend = backend
+        self._aux_given = dict(aux_backends or {})  # by role, instead of creating them from config
+        self._aux_open: list[Any] = []
         self.progress = progress
         self.chunk_size = chunk_size or max(8, config.batch_size * 4)
         self.retry_base_delay = retry_base_delay
@@ -217,6 +249,10 @@ class Runner:
 
     def run(self) -> RunRecord:
         config = self.config
+        if is_sft(config.protocol):  # fine-tune per task first: its own flow (harness.sft.runner)
+            from harness.sft.runner import run_sft
+
+            return run_sft(self)
         entries, source = resolve_tasks(config, self.catalog)
         plans = [
             plan_lmeval_task(n, config) if n.startswith("lm_eval:")
@@ -247,6 +283,14 @@ class Runner:
         if config.cache is not None:
             cached = CachingBackend(retrying, config.cache)
         runner_backend: ModelBackend = cached or retrying
+        try:
+            aux, aux_info = self._aux_backends(plans)
+        except BaseException:
+            if cached is not None:
+                cached.close()
+            self._close(backend)
+            raise
+        backends: dict[str | None, ModelBackend] = {None: runner_backend, **aux}
 
         record = self._new_record(out, backend)
         record.write(out)
@@ -254,9 +298,9 @@ class Runner:
         try:
             for plan in plans:
                 started = time.monotonic()
-                self._run_task(plan, runner_backend, sample_log)
+                self._run_task(plan, backends, sample_log)
                 record.tasks[plan.key] = self._task_result(plan, sample_log,
-                                                          time.monotonic() - started)
+                                                          time.monotonic() - started, aux_info)
                 if cached is not None:
                     record.cache = {"path": str(config.cache), **cached.stats()}
                 record.requests = {**retrying.stats(), **_usage(backend)}
@@ -276,7 +320,47 @@ class Runner:
             if cached is not None:
                 cached.close()
             self._close(backend)
+            self._close_aux()
         return record
+
+    def _aux_backends(self, plans: Sequence[TaskPlan]) -> tuple[dict[str | None, ModelBackend], dict[str, Any]]:
+        """The auxiliary models (RunConfig.aux_models) the plans' protocols use, each behind its
+        own retry wrapper and the shared request cache; sets each plan's `aux` fingerprints.
+        What must be closed at the end goes to self._aux_open."""
+        used = {role for p in plans for role in p.protocol.aux_roles(p.ctx)}
+        unused = sorted(set(self.config.aux_models) - used)
+        if unused:
+            raise HarnessError(f"auxiliary model(s) {', '.join(unused)} configured, but no task of this run uses them")
+        backends: dict[str | None, ModelBackend] = {}
+        info: dict[str, Any] = {}
+        try:
+            for role in sorted(used):
+                spec = self.config.aux_models[role]
+                inner = self._aux_given.get(role)
+                if inner is None:
+                    inner = create_backend(spec.backend, spec.model, batch_size=self.config.batch_size,
+                                           **spec.model_args)
+                    self._aux_open.append(inner)  # we made it, we close it
+                wrapped: ModelBackend = RetryingBackend(inner, max_attempts=self.config.max_attempts,
+                                                        base_delay=self.retry_base_delay)
+                if self.config.cache is not None:
+                    wrapped = CachingBackend(wrapped, self.config.cache)
+                    self._aux_open.append(wrapped)
+                backends[role] = wrapped
+                info[role] = {"name": spec.model or "default", "backend": spec.backend,
+                              "fingerprint": inner.fingerprint(), "args": inner.info()}
+        except BaseException:
+            self._close_aux()
+            raise
+        for p in plans:
+            p.aux = {role: info[role]["fingerprint"] for role in p.protocol.aux_roles(p.ctx)}
+        return backends, info
+
+    def _close_aux(self) -> None:
+        while self._aux_open:
+            close = getattr(self._aux_open.pop(), "close", None)
+            if callable(close):
+                close()
 
     def _close(self, backend: ModelBackend) -> None:
         close = getattr(backend, "close", None)
@@ -308,7 +392,8 @@ class Runner:
             config=self.config.model_dump(mode="json"), environment=environment(),
         )
 
-    def _run_task(self, plan: TaskPlan, backend: ModelBackend, sample_log: SampleLog) -> None:
+    def _run_task(self, plan: TaskPlan, backends: Mapping[str | None, ModelBackend],
+                  sample_log: SampleLog) -> None:
         done = sample_log.done(plan.key)
         # Longest prompts first: chunks (and so backend batches) hold prompts of similar
         # length, which keeps padding small; results are keyed by id, so order is free.
@@ -325,9 +410,9 @@ class Runner:
                     reqs = plan.requests[s.id]
                     spans.append((len(flat), len(flat) + len(reqs)))
                     flat.extend(reqs)
-                results = _call(backend, flat)
+                results = _dispatch(backends, flat)
                 per_sample = [list(results[a:b]) for a, b in spans]
-                self._followups(plan, chunk, per_sample, backend)
+                self._followups(plan, chunk, per_sample, backends)
                 entries = []
                 for s, sample_results in zip(chunk, per_sample, strict=True):
                     score = _score(plan, s, sample_results)
@@ -346,7 +431,7 @@ class Runner:
                 bar.close()
 
     def _followups(self, plan: TaskPlan, chunk: Sequence[Sample], per_sample: list[list[Any]],
-                   backend: ModelBackend) -> None:
+                   backends: Mapping[str | None, ModelBackend]) -> None:
         """Run later stages of multi-stage protocols, batched across the chunk, until every
         sample is done. A failed request ends that sample's stages (it is unscored)."""
         while True:
@@ -360,7 +445,7 @@ class Runner:
             if not pending:
                 return
             flat = [r for _, reqs in pending for r in reqs]
-            results = _call(backend, flat)
+            results = _dispatch(backends, flat)
             pos = 0
             for i, reqs in pending:
                 per_sample[i].extend(results[pos:pos + len(reqs)])
@@ -373,7 +458,8 @@ class Runner:
             raise HarnessError(f"task {plan.key}: {len(missing)} samples were not scored")
         return [_score_from_json(entries[s.id]["score"]) for s in plan.samples]
 
-    def _task_result(self, plan: TaskPlan, sample_log: SampleLog, duration: float) -> TaskResult:
+    def _task_result(self, plan: TaskPlan, sample_log: SampleLog, duration: float,
+                     aux_info: Mapping[str, Any] | None = None) -> TaskResult:
         names = list(dict.fromkeys([*plan.spec.metrics, *plan.protocol.metrics]))
         scorer = f"{plan.protocol.label(plan.ctx)}:{','.join(names)}"
         spec = plan.spec
@@ -387,6 +473,9 @@ class Runner:
             metrics={n: {} for n in names}, main_metric=spec.metrics[0], duration_s=round(duration, 3),
             extra=dict(getattr(plan.protocol, "record_extra", {})),
         )
+        result.extra.update(plan.protocol.record_info(plan.ctx))
+        if plan.aux:
+            result.extra["aux_models"] = {role: (aux_info or {})[role] for role in plan.aux}
         return summarize(result, self._scores(plan, sample_log))
 
 

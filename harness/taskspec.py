@@ -75,6 +75,14 @@ class ProtocolSpec(_Strict):
     extractor: str | None = Field(
         default=None, description="Registered answer extractor (generate: choice; cot/sc/voc: last_answer)."
     )
+    max_turns: int = Field(
+        default=5, ge=1, description="interactive: doctor turns (questions, unparseable turns) before a forced answer."
+    )
+    patient_threshold: float = Field(
+        default=0.35, ge=-1.0, le=1.0,
+        description="interactive, retrieval patient: least cosine similarity of a fact to the question to reveal it.",
+    )
+    patient_top_k: int = Field(default=3, ge=1, description="interactive, retrieval patient: most facts per reply.")
 
 
 class TaskSpec(_Strict):

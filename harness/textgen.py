@@ -183,6 +183,17 @@ VISIT_NOTE = VisitNoteFormat("visit_note")
 NEXT_TURN = NextTurnFormat("next_turn")
 
 
+def greedy_chat_request(protocol: str, sample: Sample, ctx: PromptContext) -> GenerationRequest:
+    """The sample's chat (zero-shot only), answered greedily within the task's token budget."""
+    fmt = ctx.format
+    if not isinstance(fmt, ChatFormat):
+        raise TypeError(f"{protocol} needs a chat format, not {fmt.name!r}")
+    if ctx.n_shot:
+        raise ValueError(f"{protocol} tasks take no few-shot exemplars")
+    config = GenerationConfig(max_tokens=ctx.options.max_tokens, temperature=0.0)
+    return GenerationRequest(messages=fmt.messages(sample, ctx), config=config)
+
+
 class GenerateTextProtocol(Protocol):
     """Greedy generation of free text; the per-sample value is sentence-level ROUGE-L F1
     (used for paired comparisons); corpus metrics read the stored output and references."""
@@ -192,13 +203,7 @@ class GenerateTextProtocol(Protocol):
     metrics = ()
 
     def requests(self, sample: Sample, ctx: PromptContext) -> list[Request]:
-        fmt = ctx.format
-        if not isinstance(fmt, ChatFormat):
-            raise TypeError(f"generate_text needs a chat format, not {fmt.name!r}")
-        if ctx.n_shot:
-            raise ValueError("generate_text tasks take no few-shot exemplars")
-        config = GenerationConfig(max_tokens=ctx.options.max_tokens, temperature=0.0)
-        return [GenerationRequest(messages=fmt.messages(sample, ctx), config=config)]
+        return [greedy_chat_request(self.name, sample, ctx)]
 
     def score(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> Score:
         from harness.textmetrics import sentence_rouge_l

@@ -106,7 +106,22 @@ class GenerationRequest:
         }
 
 
-Request = LoglikelihoodRequest | GenerationRequest
+@dataclass(frozen=True)
+class RoutedRequest:
+    """A generation request for an auxiliary model of the run (e.g. the simulated patient of
+    the interactive protocol, a turn judge), named by its role; the runner sends it to the
+    backend configured for that role (`RunConfig.aux_models`), never to the model under test."""
+
+    role: str
+    request: GenerationRequest
+
+    kind = RequestKind.GENERATE
+
+    def key(self) -> dict[str, Any]:
+        return {"role": self.role, **self.request.key()}
+
+
+Request = LoglikelihoodRequest | GenerationRequest | RoutedRequest
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from leaderboard.rankings import Leaderboard
+from leaderboard.rankings import PROMPTED, Leaderboard
 
 FORMATS = ("table", "md", "csv", "json")
 
@@ -72,6 +72,9 @@ def to_table(lb: Leaderboard) -> str:
     if lb.apart_columns:
         out.append("* shown apart: not run by every model, or run with another task fingerprint; "
                    "not in the averages")
+    if any(c.regime != PROMPTED for c in lb.columns):
+        out.append("sft+...: fine-tuned on the task's own train split (--protocol sft); averaged only with "
+                   "other sft results")
     return "\n".join(out)
 
 
@@ -100,9 +103,10 @@ def to_csv(lb: Leaderboard) -> str:
     writer.writeheader()
     for row in lb.rows:
         base = {"model": row.label, "model_fingerprint": row.model_fingerprint}
-        for metric, avg in row.averages.items():
-            writer.writerow({**base, "column": "macro_avg", "task": f"{avg.n_tasks} tasks", "protocol": avg.tag,
-                             "metric": metric, "value": avg.value, "ci_low": avg.ci_low, "ci_high": avg.ci_high,
+        for avg in row.averages.values():
+            column = "macro_avg" if avg.regime == PROMPTED else f"macro_avg_{avg.regime}"
+            writer.writerow({**base, "column": column, "task": f"{avg.n_tasks} tasks", "protocol": avg.tag,
+                             "metric": avg.metric, "value": avg.value, "ci_low": avg.ci_low, "ci_high": avg.ci_high,
                              "comparable": True})
         for c in lb.columns:
             cell = row.cells.get(c.key)

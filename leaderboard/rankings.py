@@ -5,6 +5,10 @@ the latest finished run counts.
 Two results of one task whose task fingerprints differ (another prompt, data revision, shot
 count or scorer) become two columns and are never averaged together; a column that some row
 lacks is shown apart and left out of the average, so every row averages the same tasks.
+
+Results of a model fine-tuned on the task's own train split (`--protocol sft`, protocol tag
+`sft+...`) are another evaluation regime: their columns come after the zero-/few-shot ones and
+have their own macro average ("accuracy (sft)"), never mixed with the zero-/few-shot average.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import UTC, datetime
 
 from harness.errors import HarnessError
 from harness.metrics import METRICS
+from harness.sft.protocol import is_sft
 from harness.types import stable_hash
 from leaderboard.store import GenericResult, Store, StoredRun, StoredTaskResult
 
@@ -30,6 +35,20 @@ _Z95 = 1.959963984540054
 def protocol_tag(protocol: str, n_shot: int) -> str:
     """The tag printed next to every number: protocol (loglik, cot, sc@k, ...) and shots."""
     return f"{protocol} · {n_shot}-shot"
+
+
+PROMPTED, FINETUNED = "prompted", "sft"
+
+
+def regime(protocol: str) -> str:
+    """"sft" for results of a model fine-tuned on the task's train split, else "prompted"
+    (zero- and few-shot)."""
+    return FINETUNED if is_sft(protocol) else PROMPTED
+
+
+def average_key(metric: str, regime_name: str) -> str:
+    """Key of a macro average: one per main metric and regime."""
+    return metric if regime_name == PROMPTED else f"{metric} ({regime_name})"
 
 
 def higher_is_better(metric: str) -> bool:
@@ -75,6 +94,10 @@ class TaskColumn:
     def tag(self) -> str:
         return protocol_tag(self.protocol, self.n_shot)
 
+    @property
+    def regime(self) -> str:
+        return regime(self.protocol)
+
 
 @dataclass(frozen=True)
 class Average:
@@ -89,6 +112,7 @@ class Average:
     n_tasks: int
     tag: str
     ci_method: str = "normal approx. from task CIs"
+    regime: str = PROMPTED
 
 
 @dataclass(frozen=True)
@@ -172,21 +196,21 @@ def _latest(results: Sequence[StoredTaskResult]) -> dict[tuple[str, str], Stored
     return out
 
 
-def _average(metric: str, cells: Sequence[Cell]) -> Average:
+def _average(metric: str, cells: Sequence[Cell], regime_name: str = PROMPTED) -> Average:
     values = [c.value for c in cells if c.value is not None]
     tag = ", ".join(sorted({c.tag for c in cells}))
     if not cells or len(values) < len(cells):
-        return Average(metric, None, None, None, len(cells), tag)
+        return Average(metric, None, None, None, len(cells), tag, regime=regime_name)
     mean = math.fsum(values) / len(values)
     if any(c.ci_low is None or c.ci_high is None for c in cells):
-        return Average(metric, mean, None, None, len(cells), tag)
+        return Average(metric, mean, None, None, len(cells), tag, regime=regime_name)
     se = math.sqrt(math.fsum(((c.ci_high - c.ci_low) / (2 * _Z95)) ** 2 for c in cells  # type: ignore[operator]
                              )) / len(cells)
     low, high = mean - _Z95 * se, mean + _Z95 * se
     bounds = [v for c in cells for v in (c.value, c.ci_low, c.ci_high) if v is not None]
     if all(0.0 <= v <= 1.0 for v in bounds):  # a proportion's interval stays within [0, 1]
         low, high = max(0.0, low), min(1.0, high)
-    return Average(metric, mean, low, high, len(cells), tag)
+    return Average(metric, mean, low, high, len(cells), tag, regime=regime_name)
 
 
 def build_leaderboard(
@@ -209,7 +233,9 @@ def build_leaderboard(
     for task_key, fp in col_results:
         fps_per_task.setdefault(task_key, set()).add(fp)
     columns: list[TaskColumn] = []
-    for (task_key, fp), results in sorted(col_results.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    # zero-/few-shot columns first, then the fine-tuned (sft) block
+    for (task_key, fp), results in sorted(col_results.items(),
+                                          key=lambda kv: (regime(kv[1][0].protocol), kv[0][0], kv[0][1])):
         first = results[0]
         split = len(fps_per_task[task_key]) > 1
         col = TaskColumn(
@@ -253,11 +279,14 @@ def build_leaderboard(
     extra_columns = sorted(extra_keys.values(), key=lambda c: (c.kind != BRADLEY_TERRY, c.kind,
                                                                order.get(c.name, 99), c.name, c.fingerprint))
 
-    average_metrics = sorted({c.main_metric for c in columns if c.comparable})
+    # One average per (regime, main metric): an sft result never averages with a prompted one.
+    groups = sorted({(c.regime != PROMPTED, c.regime, c.main_metric) for c in columns if c.comparable})
+    average_metrics = [average_key(metric, name) for _, name, metric in groups]
     for row in rows.values():
-        for metric in average_metrics:
-            cells = [row.cells[c.key] for c in columns if c.comparable and c.main_metric == metric]
-            row.averages[metric] = _average(metric, cells)
+        for (_, name, metric), avg_key in zip(groups, average_metrics, strict=True):
+            cells = [row.cells[c.key] for c in columns
+                     if c.comparable and c.regime == name and c.main_metric == metric]
+            row.averages[avg_key] = _average(metric, cells, name)
     by_name: dict[str, list[ModelRow]] = {}
     for row in rows.values():
         by_name.setdefault(row.model_name, []).append(row)
@@ -269,9 +298,9 @@ def build_leaderboard(
 
     def sort_key(row: ModelRow) -> tuple[float, str]:
         if average_metrics:
-            avg = row.averages[average_metrics[0]].value
-            if avg is not None:
-                return (-avg if higher_is_better(average_metrics[0]) else avg, row.label)
+            first = row.averages[average_metrics[0]]
+            if first.value is not None:
+                return (-first.value if higher_is_better(first.metric) else first.value, row.label)
         return (math.inf, row.label)
 
     return Leaderboard(

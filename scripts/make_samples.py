@@ -1,6 +1,6 @@
 """Regenerate the bundled samples in tasks/samples/ from the local data (../shared/data).
 
-Usage: python scripts/make_samples.py DATA_DIR
+Usage: python scripts/make_samples.py DATA_DIR [TASK ...]   (default: every task)
 Seeded selection from each task's local splits, kept in source order. Only sets whose licence
 allows redistribution are bundled (MedQA, MedMCQA, PubMedQA, MMLU: MIT; MTS-Dialog, ACI-Bench:
 CC BY 4.0; CMtMedQA: Apache-2.0; see tasks/NOTICE).
@@ -22,14 +22,16 @@ COUNTS = {"eval": 50, "fewshot": 20}
 MMLU_EVAL = 20
 # Generative tasks: fewer, since each sample is a generation (ACI-Bench visits are long).
 EVAL_COUNTS = {"mts_dialog_section": 20, "mts_dialog_turn": 20, "cmtmedqa_turn": 20,
-               "aci_bench_turn": 10, "aci_bench_note": 5}
+               "aci_bench_turn": 10, "aci_bench_note": 5, "mediq": 10, "pqa_cmtmedqa": 40}
 
 
-def main(data_dir: str) -> None:
+def main(data_dir: str, only: list[str]) -> None:
     root = Path(data_dir)
     cat = load_catalog()
     out_dir = tasks_dir() / "samples"
     for spec in cat.tasks.values():
+        if only and spec.task not in only:
+            continue
         for split, sources in spec.splits.items():
             if sources.bundled is None or sources.local is None:
                 continue
@@ -49,4 +51,4 @@ def main(data_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2:])

@@ -218,3 +218,38 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert rc == 2 and err.strip() == "error: name the results store: --store PATH_OR_URL (or set HARNESS_STORE)"
     rc, _, err = _cli(["leaderboard", "import", "--store", str(tmp_path / "s.sqlite"), str(tmp_path / "nope")], capsys)
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "nope: no such run folder" in err
+
+
+def test_sft_results_are_apart_and_never_averaged_with_zero_shot(tmp_path: Path) -> None:
+    """A model's `--protocol sft` results (protocol sft+...) get their own columns, after the
+    zero-/few-shot ones, and their own macro average; the zero-shot average ignores them."""
+    with Store(tmp_path / "s.sqlite") as store:
+        for model, zero, sft in [("a", [1, 0, 0, 0], [1, 1, 1, 0]), ("b", [1, 1, 0, 0], [1, 1, 1, 1])]:
+            store.import_run(make_run(tmp_path / f"{model}-0shot", {
+                "medqa": make_task(zero, fingerprint="medqa-0"),
+                "pubmedqa": make_task([1, 1, 1, 1], fingerprint="pubmedqa-0")}, model=model))
+            store.import_run(make_run(tmp_path / f"{model}-5shot", {
+                "medqa": make_task(zero, fingerprint="medqa-5", n_shot=5)}, model=model))
+            store.import_run(make_run(tmp_path / f"{model}-sft", {
+                "medqa": make_task(sft, fingerprint="medqa-sft", protocol="sft+loglik")}, model=model))
+        lb = leaderboard_from_store(store)
+    assert [(c.task, c.protocol, c.n_shot) for c in lb.columns] == [
+        ("medqa", "loglik", 0), ("medqa", "loglik", 5), ("pubmedqa", "loglik", 0), ("medqa", "sft+loglik", 0)]
+    assert all(c.comparable for c in lb.columns)
+    assert lb.average_metrics == ["accuracy", "accuracy (sft)"]
+    rows = {r.model_name: r for r in lb.rows}
+    for model, zero, sft in [("a", 0.25, 0.75), ("b", 0.5, 1.0)]:
+        prompted, tuned = rows[model].averages["accuracy"], rows[model].averages["accuracy (sft)"]
+        assert prompted.n_tasks == 3 and prompted.value == pytest.approx((zero + zero + 1.0) / 3)
+        assert "sft" not in prompted.tag
+        assert tuned.n_tasks == 1 and tuned.value == pytest.approx(sft) and tuned.tag == "sft+loglik · 0-shot"
+    assert [r.model_name for r in lb.rows] == ["b", "a"]  # ranked by the zero-/few-shot average
+    table = render(lb, "table")
+    assert re.search(r"macro avg \(1 tasks\)\s+sft\+loglik · 0-shot\s+accuracy \(sft\)\s+1\.000", table)
+    assert "fine-tuned on the task's own train split" in table
+    macro = [r for r in csv.DictReader(io.StringIO(render(lb, "csv"))) if r["column"].startswith("macro_avg")]
+    assert sorted((r["model"], r["column"], r["metric"], r["task"]) for r in macro) == [
+        ("a", "macro_avg", "accuracy", "3 tasks"), ("a", "macro_avg_sft", "accuracy", "1 tasks"),
+        ("b", "macro_avg", "accuracy", "3 tasks"), ("b", "macro_avg_sft", "accuracy", "1 tasks")]
+    site = build_site(lb, tmp_path / "site")
+    assert "avg accuracy (sft)" in site.index.read_text(encoding="utf-8")

@@ -179,7 +179,43 @@ def medmcqa_selfbiorag(rec: Mapping[str, Any], i: int, opts: Mapping[str, Any]) 
     )
 
 
+_SELFBIORAG_OPTION = re.compile(r"^Option ([A-J]):\s?(.*)$")
+
+
+@ADAPTERS.register("medqa_selfbiorag")
+def medqa_selfbiorag(rec: Mapping[str, Any], i: int, opts: Mapping[str, Any]) -> Sample | None:
+    """Self-BioRAG's MedQA train records: "Question: ...\\nOption A: ..." lines and the answer
+    TEXT. Records with another number of options than `n_options` (default 4; the subset mixes
+    in 5-option questions) are skipped: they belong to another variant of the task."""
+    lines = rec["instances"]["input"].split("\n")
+    if not lines[0].startswith("Question: "):
+        raise ValueError("input does not start with 'Question: '")
+    question: list[str] = []
+    choices: list[str] = []
+    for line in lines:
+        match = _SELFBIORAG_OPTION.match(line)
+        if match:
+            choices.append(match.group(2).strip())
+        elif choices:
+            choices[-1] = f"{choices[-1]}\n{line}".strip()
+        else:
+            question.append(line)
+    if len(choices) != int(opts.get("n_options", 4)):
+        return None
+    answer = rec["instances"]["output"].strip().strip('"').strip()
+    hits = [k for k, c in enumerate(choices) if c == answer]
+    if len(hits) != 1:
+        raise ValueError(f"answer {answer!r} is not exactly one of the options")
+    return Sample(
+        id=f"{opts.get('id_prefix', 'medqa-train')}-{i:05d}",
+        input="\n".join(question).removeprefix("Question: ").strip(), choices=tuple(choices), target=hits[0],
+    )
+
+
 # Adapters of the generative tasks live beside their formats and protocols.
 for _name in ("mts_section", "aci_note", "dialogue_turn", "cmtmedqa_turn"):
     ADAPTERS.add_lazy(_name, f"harness.textgen:{_name}")
 ADAPTERS.add_lazy("conll_ner", "harness.ner:conll_ner")
+ADAPTERS.add_lazy("mediq_consult", "harness.consult:mediq_consult")
+for _name in ("bianque_turn", "cmtmedqa_any_turn"):
+    ADAPTERS.add_lazy(_name, f"harness.pqa:{_name}")

@@ -173,7 +173,8 @@ def load_split(spec: TaskSpec, split: str, source: SourceKind, data_dir: Path | 
         samples = load_local(sources.local, data_dir)
     else:
         if sources.hub is None:
-            raise HarnessError(f"task {spec.task!r} has no hub source for split {split!r}")
+            raise HarnessError(f"task {spec.task!r} has no hub source for split {split!r} "
+                               "(use --data-dir DIR, or --data-source bundled for its bundled sample)")
         samples = load_hub(sources.hub)
     if not samples:
         raise HarnessError(f"task {spec.task!r}: split {split!r} ({source}) holds no samples")
