@@ -16,7 +16,10 @@ Parsing a doctor turn (`parse_doctor_turn`): the first line that starts with `QU
 (harness.extract's `choice` extractor). Without such a line (fallback): a text with a question
 mark is a question (its first sentence ending in "?"); else an answer the `choice` extractor is
 sure of; else the turn is invalid: it uses a turn of the budget, the doctor is reminded of the
-format, and invalid turns are counted. The forced turn is read as an answer only.
+format, and invalid turns are counted. The forced turn is read as an answer only; when it names
+no option, the doctor is asked once more in a fresh prompt shaped like the bounds' (the initial
+presentation plus the facts revealed so far), as MediQ's expert answers from what it gathered;
+only when that names none either is the sample unscored.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class Consultation:
     invalid: int = 0
     final: DoctorTurn | None = None
     forced: bool = False
+    from_summary: bool = False  # the final answer came from the summary prompt
     next: Request | None = None
 
 
@@ -196,6 +200,19 @@ class InteractiveProtocol(Protocol):
                                     "forced": forced})
             if forced or turn.action == "answer":
                 conv.final, conv.forced = turn, forced
+                if not forced or turn.answer is not None:
+                    return conv
+                # MediQ's expert answers from what it gathered: a fresh single-turn prompt in the
+                # bounds' shape (initial presentation plus the revealed facts). With nothing
+                # revealed it is the lower-bound request itself.
+                if pos >= len(results):
+                    conv.next = self._bound(sample, ctx, self._gathered(sample, conv))
+                    return conv
+                text = _text(results[pos])
+                conv.final = parse_doctor_turn(text, sample, ctx, forced=True)
+                conv.from_summary = True
+                conv.transcript.append({"role": "doctor", "text": text, "action": conv.final.action,
+                                        "parse": conv.final.method, "forced": True, "from_summary": True})
                 return conv
             conv.n_turns += 1
             if turn.question is not None:
@@ -229,6 +246,12 @@ class InteractiveProtocol(Protocol):
                 note += f"\n\n({left} question{'s' if left > 1 else ''} left.)"
             conv.messages.append(Message("user", note))
 
+    def _gathered(self, sample: Sample, conv: Consultation) -> str:
+        from harness.patients import fact_text
+
+        _, _, facts = _case(sample)
+        return " ".join([str(sample.input), *(fact_text(facts[i]) for i in sorted(conv.revealed))])
+
     def followup(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[Request]:
         nxt = self.replay(sample, results, ctx).next
         return [nxt] if nxt is not None else []
@@ -252,8 +275,9 @@ class InteractiveProtocol(Protocol):
             "facts_elicited": len(conv.revealed) / len(facts),
             "premature_answer": float(not conv.forced and conv.questions == 0),
             "forced_answer": float(conv.forced),
+            "answered_from_summary": float(conv.from_summary),
             "invalid_turns": conv.invalid,
-            "doctor_turns": len([t for t in conv.transcript if t["role"] == "doctor"]),
+            "doctor_turns": len([t for t in conv.transcript if t["role"] == "doctor" and not t.get("from_summary")]),
         }
         meta: dict[str, Any] = {
             "values": values, "conversation": conv.transcript, "revealed_facts": conv.revealed,

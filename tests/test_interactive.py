@@ -182,10 +182,35 @@ def test_a_doctor_that_never_answers_is_forced_after_the_budget(tmp_path):
         assert all(t["text"] == DONT_KNOW for t in conv if t["role"] == "patient")
 
 
-def test_an_unanswered_forced_turn_is_unscored_not_wrong(tmp_path):
-    res, _, _ = run(tmp_path, lambda req: "ANSWER: A" if is_bound(req) else "Do you smoke?", max_turns=2)
+def test_an_unanswered_forced_turn_is_answered_from_the_summary(tmp_path):
+    """The forced turn names no option: the final answer comes from a bound-shaped prompt with
+    the initial presentation and the revealed facts only."""
+    summaries = []
+
+    def reply(req):
+        if not is_bound(req):
+            return "Do you have a fever?" if FORCED_NOTE not in req.messages[-1].content else "Do you smoke?"
+        summaries.append(req.messages[1].content)
+        return "ANSWER: A"
+
+    res, entries, _ = run(tmp_path, reply, max_turns=2, limit=1)
+    sample = load_bundled("mediq_test.jsonl")[0]
+    assert value(res, "accuracy") == float(sample.target == 0) and res.metrics["accuracy"]["n_unscored"] == 0
+    assert value(res, "forced_answer_rate") == 1 and value(res, "questions_per_case") == 2
+    meta = entries[0]["score"]["metadata"]
+    assert meta["values"]["answered_from_summary"] == 1.0 and meta["conversation"][-1]["from_summary"] is True
+    facts = [fact_text(f) for f in sample.metadata["facts"]]
+    revealed = {facts[i] for i in meta["revealed_facts"]}
+    summary = summaries[-1]  # bounds first, the summary last
+    assert summary.startswith(f"Case: {sample.input}") and all(f in summary for f in revealed)
+    assert not any(f in summary for f in set(facts) - revealed if f not in str(sample.input))
+
+
+def test_a_case_never_answered_is_unscored_not_wrong(tmp_path):
+    res, entries, _ = run(tmp_path, lambda req: "Do you smoke?", max_turns=2)
     assert res.metrics["accuracy"]["n_unscored"] == 3 and value(res, "accuracy") is None
     assert value(res, "forced_answer_rate") == 1 and value(res, "questions_per_case") == 2
+    assert all(e["score"]["metadata"]["values"]["answered_from_summary"] == 1.0 for e in entries)
 
 
 def test_llm_patient_is_routed_to_its_own_model(tmp_path):
