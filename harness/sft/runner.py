@@ -32,10 +32,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import __version__
+from harness.aggregate import group_results, stored_scores, task_result
 from harness.backends import CachingBackend, create_backend
 from harness.backends.retry import RetryingBackend
 from harness.data.sources import SourceKind, load_split
 from harness.errors import CapabilityError, HarnessError
+from harness.execution import check_capabilities
+from harness.planning import resolve_tasks
 from harness.records import ModelInfo, RunRecord, SampleLog, TaskResult, environment, git_commit
 from harness.sft.examples import (
     TrainExample,
@@ -244,12 +247,12 @@ def _open_backend(runner: Runner, tuned: Path, plan: TaskPlan) -> tuple[ModelBac
     config = runner.config
     args = {k: v for k, v in config.model_args.items() if k != "revision"}  # the tuned folder is local
     backend = create_backend(config.backend, str(tuned), batch_size=config.batch_size, **args)
-    if plan.protocol.kind not in backend.capabilities:
+    try:
+        check_capabilities(backend, [plan])
+    except CapabilityError:
         getattr(backend, "close", lambda: None)()
-        raise CapabilityError(f"backend {backend.name!r} cannot serve {plan.protocol.kind.value} requests needed "
-                              f"by task {plan.spec.task!r} (protocol {plan.protocol.name})")
-    retrying = RetryingBackend(backend, max_attempts=config.max_attempts, base_delay=runner.retry_base_delay)
-    cached = CachingBackend(retrying, config.cache) if config.cache is not None else None
+        raise
+    retrying, cached = runner.wrap(backend)
     return backend, retrying, cached
 
 
@@ -257,7 +260,6 @@ def run_sft(runner: Runner) -> RunRecord:
     """Runner.run for `--protocol sft` / `sft+NAME`."""
     from harness.backends.fingerprint import folder_fingerprint
     from harness.backends.hf import resolve_model_path
-    from harness.runner import group_results, resolve_tasks
     from trainers.stages.common import load_tokenizer
 
     config = runner.config
@@ -280,10 +282,10 @@ def run_sft(runner: Runner) -> RunRecord:
         raise HarnessError(f"task {next(k for k in keys if keys.count(k) > 1)} is listed twice")
     out = config.output
     out.mkdir(parents=True, exist_ok=True)
-    runner._check_resume(out)
+    runner.check_resume(out)
 
     plans = [t.plan for t in tasks]
-    aux, aux_info = runner._aux_backends(plans)
+    aux, aux_info = runner.aux_backends(plans)
     record: RunRecord | None = None
     sample_log = SampleLog(out / "samples.jsonl")
     cache_stats: dict[str, int] = {}
@@ -296,21 +298,21 @@ def run_sft(runner: Runner) -> RunRecord:
                 if record is None:
                     record = _base_record(runner, out, backend, Path(sft_info["checkpoint"]), base)
                     record.write(out)
-                runner._run_task(task.plan, {None: cached or retrying, **aux}, sample_log)
+                runner.execute(task.plan, {None: cached or retrying, **aux}, sample_log)
                 for k, v in (cached.stats() if cached is not None else {}).items():
                     cache_stats[k] = cache_stats.get(k, 0) + v
             finally:
                 if cached is not None:
                     cached.close()
                 getattr(backend, "close", lambda: None)()
-            result: TaskResult = runner._task_result(task.plan, sample_log, time.monotonic() - started, aux_info)
+            result: TaskResult = task_result(task.plan, sample_log, time.monotonic() - started, aux_info)
             result.extra["sft"] = sft_info
             record.tasks[task.plan.key] = result
             if config.cache is not None:
                 record.cache = {"path": str(config.cache), **cache_stats}
             record.write(out)
         assert record is not None
-        record.groups = group_results(record.tasks, {t.plan.key: runner._scores(t.plan, sample_log) for t in tasks})
+        record.groups = group_results(record.tasks, {t.plan.key: stored_scores(t.plan, sample_log) for t in tasks})
         record.status = "finished"
         record.finished_at = datetime.now(UTC).isoformat()
         record.write(out)
