@@ -56,23 +56,22 @@ def test_protocol_names() -> None:
     assert SFTProtocol(inner, {"recipe": "r"}).record_info(ctx) == {"sft": {"recipe": "r"}}
 
 
-def test_recipe_validation_names_file_and_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("text", "match"), [
+    ("method: lora\nmax_step: 10\n", r"r\.yaml: max_step: Extra inputs are not permitted"),
+    ("method: prefix\n", r"r\.yaml: method: .*'lora', 'full' or 'qlora'.*got 'prefix'"),
+    ("leakage: {on_leak: ignore}\n", r"leakage\.on_leak"),
+    ("train: {max_steps: 5}\n", r"train\.max_steps: set max_steps at the top level"),
+    ("train: {warmup_stepz: 5}\n", r"train\.warmup_stepz: unknown IFTConfig option .*warmup_steps"),
+])
+def test_recipe_errors_name_file_and_key(tmp_path: Path, text: str, match: str) -> None:
     path = tmp_path / "r.yaml"
-    path.write_text("method: lora\nmax_step: 10\n")
-    with pytest.raises(ConfigError, match=r"r\.yaml: max_step: Extra inputs are not permitted"):
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
         load_sft_recipe(path)
-    path.write_text("method: prefix\n")
-    with pytest.raises(ConfigError, match=r"r\.yaml: method: .*'lora', 'full' or 'qlora'.*got 'prefix'"):
-        load_sft_recipe(path)
-    path.write_text("leakage: {on_leak: ignore}\n")
-    with pytest.raises(ConfigError, match=r"leakage\.on_leak"):
-        load_sft_recipe(path)
-    path.write_text("train: {max_steps: 5}\n")
-    with pytest.raises(ConfigError, match=r"train\.max_steps: set max_steps at the top level"):
-        load_sft_recipe(path)
-    path.write_text("train: {warmup_stepz: 5}\n")
-    with pytest.raises(ConfigError, match=r"train\.warmup_stepz: unknown IFTConfig option .*warmup_steps"):
-        load_sft_recipe(path)
+
+
+def test_recipe_fields_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
     path.write_text("method: full\nmax_steps: 7\nlearning_rate: 1.0e-5\ntrain: {warmup_steps: 2}\n")
     recipe = load_sft_recipe(path)
     assert (recipe.method, recipe.max_steps, recipe.learning_rate) == ("full", 7, 1e-5)
