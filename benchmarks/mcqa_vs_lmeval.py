@@ -93,7 +93,7 @@ def _loglik(resp: Any) -> float:
 def run_ours(args: argparse.Namespace, ds: str, rnd: int, work: Path, env: dict[str, str],
              samples: list[Any]) -> Run:
     out = work / f"ours-{ds}-r{rnd}"
-    cmd = [sys.executable, "-c", "import sys; from harness.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-c", "import sys; from harness.cli.app import main; sys.exit(main())",
            "run", "--model", str(args.model), "--tasks", ds, "--protocol", "loglik",
            "--data-source", "local", "--data-dir", str(args.data_dir), "--no-cache", "--quiet",
            "--batch-size", str(args.batch_size), "--output", str(out)]
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.model is None:
-        from harness.default_model import default_model_dir
+        from harness.backends.models import default_model_dir
 
         args.model = default_model_dir()
     args.model = Path(args.model).resolve()

@@ -22,7 +22,7 @@ from typing import Any
 
 
 def start_llama_server(n_parallel: int) -> tuple[subprocess.Popen[bytes], str, str]:
-    from harness.default_model import gguf_path
+    from harness.backends.models import gguf_path
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -1,4 +1,9 @@
-"""medllm-harness: a unified evaluation harness for medical LLMs."""
+"""medllm-harness: a unified evaluation harness for medical LLMs.
+
+One folder per pipeline stage, each importing only those below it: cli (the composition root),
+run (plan -> execute -> aggregate; the run folder), protocols (one module per task family), data
+and scoring, backends; registry, schema, types and errors on the ground floor. The README's
+Layout section maps them."""
 
 from __future__ import annotations
 
@@ -6,11 +11,11 @@ __version__ = "0.1.0"
 
 # Public names load lazily so `import harness` (and `harness --help`) stays fast.
 _EXPORTS = {
-    "RunConfig": "harness.config",
-    "Runner": "harness.runner",
-    "RunRecord": "harness.records",
-    "read_record": "harness.records",
-    "load_catalog": "harness.catalog",
+    "RunConfig": "harness.run.config",
+    "Runner": "harness.run.runner",
+    "RunRecord": "harness.run.records",
+    "read_record": "harness.run.records",
+    "load_catalog": "harness.run.catalog",
     "HarnessError": "harness.errors",
     "ConfigError": "harness.errors",
     "Sample": "harness.types",
@@ -21,9 +26,9 @@ _EXPORTS = {
     "GenerationRequest": "harness.types",
     "ModelBackend": "harness.types",
     "create_backend": "harness.backends",
-    "EXTRACTORS": "harness.extract",
-    "PROTOCOLS": "harness.protocols",
-    "METRICS": "harness.metrics",
+    "EXTRACTORS": "harness.protocols.extract",
+    "PROTOCOLS": "harness.protocols.base",
+    "METRICS": "harness.scoring.metrics",
 }
 
 __all__ = ["__version__", *_EXPORTS]

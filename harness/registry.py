@@ -1,4 +1,10 @@
-"""One generic registry: decorator registration, lazy entries, "did you mean" errors."""
+"""One generic registry: decorator registration, lazy entries, "did you mean" errors.
+
+Task families (harness.protocols.*: formats, adapters, protocols, metrics) register their
+objects where they are defined. A registry made with `families=True` imports every module of
+the FAMILY_PACKAGES on its first lookup, so adding a family touches its module and a YAML,
+nothing central. (The packages are named as strings: this ground-floor module never imports the
+layers above it at import time.)"""
 
 from __future__ import annotations
 
@@ -11,13 +17,31 @@ from harness.errors import HarnessError
 
 T = TypeVar("T")
 
+FAMILY_PACKAGES = ("harness.scoring", "harness.protocols")
+_families_loaded = False
+
+
+def load_families() -> None:
+    """Import every module of the family packages once (each registers what it defines)."""
+    global _families_loaded
+    if _families_loaded:
+        return
+    _families_loaded = True  # first: a family module may look names up while it loads
+    import pkgutil
+
+    for package_name in FAMILY_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package_name}.{info.name}")
+
 
 class Registry(Generic[T]):
     """Maps names to objects. Entries may be registered lazily as "module:attribute" so heavy
     dependencies (torch, vllm, openai) load only when the entry is used."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, *, families: bool = False):
         self.kind = kind
+        self.families = families  # look in the family modules before the first lookup
         self._objects: dict[str, T] = {}
         self._lazy: dict[str, str] = {}
 
@@ -38,16 +62,23 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._lazy[name] = target
 
+    def _discover(self) -> None:
+        if self.families:
+            load_families()
+
     def names(self) -> list[str]:
+        self._discover()
         return sorted({*self._objects, *self._lazy})
 
     def __contains__(self, name: object) -> bool:
+        self._discover()
         return name in self._objects or name in self._lazy
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def get(self, name: str) -> T:
+        self._discover()
         if name in self._objects:
             return self._objects[name]
         if name in self._lazy:

@@ -1,4 +1,4 @@
-"""Core value types passed between stages (DESIGN.md §3). Plain, frozen, JSON-friendly."""
+"""Core value types passed between stages. Plain, frozen, JSON-friendly."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 
 def stable_hash(obj: Any) -> str:
@@ -165,23 +165,57 @@ class Score:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
-@runtime_checkable
-class ModelBackend(Protocol):
-    """Batch-first model interface. Results are returned in request order."""
+class ModelBackend:
+    """Batch-first model interface. Results are returned in request order.
 
-    name: str
-    capabilities: frozenset[RequestKind]
+    Backends (and the wrappers of the backend stack: retries, cache) subclass this and implement
+    fingerprint, info, loglikelihood and generate; close, usage and stats have defaults."""
+
+    name: str = ""
+    capabilities: frozenset[RequestKind] = frozenset()
 
     def fingerprint(self) -> str:
         """Identifies the weights and every argument that changes outputs."""
-        ...
+        raise NotImplementedError
 
     def info(self) -> dict[str, Any]:
         """What the record stores about the model (never secrets)."""
-        ...
+        raise NotImplementedError
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodOutcome]:
         """One outcome per request; in-process backends never return RequestFailure."""
-        ...
+        raise NotImplementedError
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutcome]: ...
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutcome]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what this object holds (weights, connections, files); a wrapper does not close
+        the backend it wraps: whoever opened a backend closes it (harness.backends.stack)."""
+
+    def usage(self) -> dict[str, int]:
+        """Tokens and calls the model spent (e.g. prompt_tokens); wrappers report their inner model's."""
+        return {}
+
+    def stats(self) -> dict[str, int]:
+        """Counters of this layer (retries, cache hits)."""
+        return {}
+
+
+@dataclass(frozen=True)
+class TaskKey:
+    """A task's key in a run: `task|protocol label|N` + `shot`, e.g. `medqa|loglik|0shot`."""
+
+    task: str
+    protocol: str
+    n_shot: int
+
+    def __str__(self) -> str:
+        return f"{self.task}|{self.protocol}|{self.n_shot}shot"
+
+    @classmethod
+    def parse(cls, key: str) -> TaskKey:
+        parts = key.split("|")
+        if len(parts) != 3 or not parts[2].endswith("shot") or not parts[2][:-4].isdigit():
+            raise ValueError(f"not a task key (task|protocol|Nshot): {key!r}")
+        return cls(parts[0], parts[1], int(parts[2][:-4]))

@@ -1,5 +1,5 @@
 """Judges: pointwise scores on the seven medical dimensions, pairwise battles in both orders,
-Bradley–Terry rankings, and calibration studies against human labels (DESIGN.md §5)."""
+Bradley–Terry rankings, and calibration studies against human labels."""
 
 from __future__ import annotations
 

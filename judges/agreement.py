@@ -2,7 +2,7 @@
 
 Labels: 1 (the first answer of the data set is better), 2 (the second), 0 (tie). Cohen's kappa
 comes from scikit-learn, Krippendorff's alpha (nominal, missing judgements allowed) from the
-`krippendorff` package, proportions and their Wilson CIs from harness.metrics.
+`krippendorff` package, proportions and their Wilson CIs from harness.scoring.metrics.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.metrics import MetricValue, mean_with_ci
+from harness.scoring.intervals import MetricValue, mean_with_ci
 from judges.judge import JudgeUsage
 from judges.pairs import PairOutcome, first_position_values
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import HarnessError
-from harness.metrics import MetricValue
 from harness.registry import Registry
+from harness.scoring.intervals import MetricValue
 from harness.types import stable_hash
 from judges.agreement import JudgeRow, judge_row, krippendorff_alpha, prefer_longer
 from judges.judge import Progress

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from harness.metrics import MetricValue, mean_with_ci
+from harness.scoring.intervals import MetricValue, mean_with_ci
 from judges.judge import Judge, Progress
 from judges.pairs import PairJudge, PairQuery, judge_pairs
 from judges.pointwise import pointwise_messages

@@ -19,8 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.backends import CachingBackend, create_backend
-from harness.backends.retry import RetryingBackend
+from harness.backends.stack import open_stack
 from harness.errors import CapabilityError, ConfigError
 from harness.types import (
     GenerationConfig,
@@ -132,17 +131,9 @@ class Judge:
     @classmethod
     def create(cls, config: JudgeConfig, prompt: str | Path | JudgePrompt) -> Judge:
         p = prompt if isinstance(prompt, JudgePrompt) else load_prompt(prompt)
-        inner = create_backend(config.backend, config.model, batch_size=config.batch_size, **config.model_args)
-        closers: list[Callable[[], None]] = []
-        close_inner = getattr(inner, "close", None)
-        retrying = RetryingBackend(inner, max_attempts=config.max_attempts)
-        backend: ModelBackend = retrying
-        if config.cache is not None:
-            cached = CachingBackend(retrying, config.cache)
-            closers.append(cached.close)
-            backend = cached
-        if callable(close_inner):
-            closers.append(close_inner)
+        stack = open_stack(config.backend, config.model, batch_size=config.batch_size, model_args=config.model_args,
+                           max_attempts=config.max_attempts, cache=config.cache)
+        backend, closers = stack.top, [stack.close]
         label = config.model or "default"
         if label.startswith("/") or label.count("/") > 1:  # a file path (e.g. a server's GGUF id): its name
             label = Path(label).name
@@ -231,12 +222,12 @@ class Judge:
         out: list[tuple[GenerationResult, float] | RequestFailure] = []
         for start in range(0, len(requests), self.chunk_size):
             chunk = requests[start:start + self.chunk_size]
-            misses = getattr(self.backend, "misses", None)  # a CachingBackend counts what it computed
+            misses = self.backend.stats().get("misses")  # a cache counts what it computed
             began = time.monotonic()
             results = self.backend.generate(chunk)
             elapsed = time.monotonic() - began
             share = elapsed / len(chunk)
-            fresh = len(chunk) if misses is None else getattr(self.backend, "misses", 0) - misses
+            fresh = len(chunk) if misses is None else self.backend.stats().get("misses", 0) - misses
             self.usage = JudgeUsage(self.usage.requests + len(chunk), self.usage.fresh + fresh,
                                     self.usage.seconds + elapsed)
             out.extend(r if isinstance(r, RequestFailure) else (r, share) for r in results)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from harness.metrics import MetricValue, mean_with_ci
+from harness.scoring.intervals import MetricValue, mean_with_ci
 from harness.types import Message, stable_hash
 from judges.judge import Judge, Judgement, JudgeUsage, Progress
 from judges.prompt import Fence

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.metrics import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, MetricValue, mean_with_ci
+from harness.scoring.intervals import MetricValue, mean_with_ci
 from harness.types import Message, stable_hash
 from judges.judge import Judge, Judgement, Progress
 from judges.prompt import Fence, render_conversation
@@ -59,22 +59,9 @@ class PointwiseReport:
 
 
 def scale_mean_with_ci(name: str, values: Sequence[float | None]) -> MetricValue:
-    """Mean of scale scores with a seeded percentile bootstrap CI (harness.metrics' settings).
-    Not harness.metrics.mean_with_ci: it takes all-0/1 values for a proportion (Wilson), and a
-    column of 1s on a 1-5 scale is not one."""
-    scored = [float(v) for v in values if v is not None]
-    n_unscored = len(values) - len(scored)
-    if not scored:
-        return mean_with_ci(name, values)  # no value, n unscored
-    if len(set(scored)) == 1:
-        return MetricValue(name, scored[0], scored[0], scored[0], len(scored), n_unscored, "degenerate")
-    import numpy as np
-    from scipy.stats import bootstrap
-
-    res = bootstrap((np.asarray(scored),), np.mean, confidence_level=CONFIDENCE, n_resamples=BOOTSTRAP_RESAMPLES,
-                    method="percentile", rng=np.random.default_rng(BOOTSTRAP_SEED))
-    low, high = res.confidence_interval
-    return MetricValue(name, float(np.mean(scored)), float(low), float(high), len(scored), n_unscored, "bootstrap")
+    """Mean of scale scores with a bootstrap CI: never a Wilson interval (a column of 1s on a
+    1-5 scale is not a proportion)."""
+    return mean_with_ci(name, values, proportion=False)
 
 
 def judge_outputs(judge: Judge, outputs: Sequence[Output], *, reference: bool = False,

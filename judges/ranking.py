@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.metrics import CONFIDENCE, MetricValue
+from harness.scoring.intervals import CONFIDENCE, MetricValue
 from harness.types import stable_hash
 from judges.judge import Progress
 from judges.pairs import PairJudge

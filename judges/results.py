@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.metrics import MetricValue
+from harness.scoring.intervals import MetricValue
 from leaderboard.store import GenericResult, ResultsFile, Store
 
 JUDGE_POINTWISE = "judge_pointwise"

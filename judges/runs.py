@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.records import RunRecord, read_record
-from leaderboard.samples import read_samples, run_dir
+from harness.run.folder import RunFolder
+from harness.run.records import RunRecord, read_record
 
 
 @dataclass(frozen=True)
@@ -47,11 +47,11 @@ class JudgedRun:
 
 def load_run(path: Path, tasks: Sequence[str] = ()) -> JudgedRun:
     """A finished run's generative outputs; `tasks` (task names or task keys) narrows them."""
-    folder = run_dir(Path(path))
+    folder = RunFolder(Path(path)).path
     record = read_record(folder)
     if record.status != "finished":
         raise HarnessError(f"{folder}: run status is {record.status!r}; judge finished runs only")
-    entries = read_samples(folder)
+    entries = RunFolder(folder).read_samples()
     wanted = set(tasks)
     outputs: dict[tuple[str, str], Output] = {}
     for task_key, by_id in entries.items():

@@ -18,7 +18,6 @@ _EXPORTS = {
     "Comparison": "leaderboard.compare",
     "compare_runs": "leaderboard.compare",
     "format_comparison": "leaderboard.compare",
-    "read_samples": "leaderboard.samples",
 }
 
 __all__ = list(_EXPORTS)

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.metrics import METRICS, Metric
-from harness.records import RunRecord, read_record
+from harness.run.folder import RunFolder, entry_score
+from harness.run.records import RunRecord, read_record
+from harness.scoring.metrics import METRICS, Metric
 from harness.types import Score
-from leaderboard.samples import entry_score, read_samples, run_dir
 
 PERMUTATION_RESAMPLES = 9999
 CORPUS_BOOTSTRAP_RESAMPLES = 1000
@@ -182,13 +182,13 @@ def compare_runs(base: Path, new: Path, *, alpha: float = 0.05, max_drop: float 
         raise HarnessError(f"--alpha must be between 0 and 1, got {alpha}")
     if max_drop < 0:
         raise HarnessError(f"--max-drop must be >= 0 (an absolute drop), got {max_drop}")
-    base_dir, new_dir = run_dir(base), run_dir(new)
+    base_dir, new_dir = RunFolder(base).path, RunFolder(new).path
     base_rec, new_rec = read_record(base_dir), read_record(new_dir)
     keys = [k for k in base_rec.tasks if k in new_rec.tasks]
     if not keys:
         raise HarnessError(f"{base_dir} and {new_dir} share no task: nothing to compare")
     _check_fingerprints(base_rec, new_rec, base_dir, new_dir, keys)
-    base_samples, new_samples = read_samples(base_dir), read_samples(new_dir)
+    base_samples, new_samples = RunFolder(base_dir).read_samples(), RunFolder(new_dir).read_samples()
     tasks = [
         _compare_task(k, base_rec, new_rec, base_samples.get(k, {}), new_samples.get(k, {}), alpha, max_drop, seed)
         for k in keys

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from harness.records import RunRecord
+from harness.run.records import RunRecord
 from harness.types import stable_hash
 
 
@@ -73,6 +73,7 @@ class StoredMetric:
     n_scored: int
     n_unscored: int
     ci_method: str
+    higher_is_better: bool | None = None  # None: a record written before run.json stored it
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from harness.errors import HarnessError
-from harness.metrics import METRICS
-from harness.sft.protocol import is_sft
+from harness.protocols.sft import is_sft
+from harness.scoring.metrics import METRICS
 from harness.types import stable_hash
 from leaderboard.store import GenericResult, Store, StoredRun, StoredTaskResult
 
-# The pointwise judge dimensions (DESIGN.md §5), in the order the radar chart draws them.
+# The pointwise judge dimensions, in the order the radar chart draws them.
 JUDGE_DIMENSIONS = ("doctor-like", "patient-friendly", "professional", "safe", "fluent", "proactive", "helpful")
 JUDGE_POINTWISE = "judge_pointwise"
 BRADLEY_TERRY = "bradley_terry"
@@ -51,7 +51,15 @@ def average_key(metric: str, regime_name: str) -> str:
     return metric if regime_name == PROMPTED else f"{metric} ({regime_name})"
 
 
-def higher_is_better(metric: str) -> bool:
+def _recorded_direction(result: StoredTaskResult) -> bool | None:
+    metric = result.metrics.get(result.main_metric)
+    return metric.higher_is_better if metric is not None else None
+
+
+def higher_is_better(metric: str, recorded: bool | None = None) -> bool:
+    """The direction run.json recorded; for records written before it did, the registry's."""
+    if recorded is not None:
+        return recorded
     try:
         return bool(METRICS.get(metric).higher_is_better)
     except (HarnessError, ImportError, AttributeError):  # a metric this install does not know
@@ -241,7 +249,7 @@ def build_leaderboard(
         col = TaskColumn(
             key=f"{task_key}#{fp[:12]}", task_key=task_key, task=first.task, protocol=first.protocol,
             n_shot=first.n_shot, task_fingerprint=fp, main_metric=first.main_metric,
-            higher_is_better=higher_is_better(first.main_metric),
+            higher_is_better=higher_is_better(first.main_metric, _recorded_direction(first)),
             # rows holds only models with task results here: a model that was only judged
             # does not make every task incomparable.
             comparable=len({r.run.model_fingerprint for r in results}) == len(rows),
@@ -296,11 +304,14 @@ def build_leaderboard(
         for row in same:
             row.label = f"{name} ({marks[row.model_fingerprint]})" if marks else name
 
+    directions = {c.main_metric: c.higher_is_better for c in columns}
+
     def sort_key(row: ModelRow) -> tuple[float, str]:
         if average_metrics:
             first = row.averages[average_metrics[0]]
             if first.value is not None:
-                return (-first.value if higher_is_better(first.metric) else first.value, row.label)
+                up = directions.get(first.metric, higher_is_better(first.metric))
+                return (-first.value if up else first.value, row.label)
         return (math.inf, row.label)
 
     return Leaderboard(

@@ -19,6 +19,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from harness.errors import HarnessError
+from harness.run.folder import RunFolder
 from leaderboard.export import to_json
 from leaderboard.rankings import (
     JUDGE_DIMENSIONS,
@@ -27,7 +28,6 @@ from leaderboard.rankings import (
     ModelRow,
     TaskColumn,
 )
-from leaderboard.samples import read_samples
 
 ASSETS = ("style.css", "app.js")
 EXAMPLES_PER_TASK = 3
@@ -127,7 +127,7 @@ def examples(row: ModelRow, columns: Sequence[TaskColumn]) -> dict[str, dict[str
         path = cell.run_path or ""
         if path not in cache:
             try:
-                cache[path] = read_samples(Path(path)) if path else "the store has no run folder for it"
+                cache[path] = RunFolder(Path(path)).read_samples() if path else "the store has no run folder for it"
             except HarnessError as exc:
                 cache[path] = str(exc)
         loaded = cache[path]

@@ -28,7 +28,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from harness.errors import HarnessError
-from harness.records import RunRecord, read_record
+from harness.run.folder import RunFolder
+from harness.run.records import RunRecord, read_record
 from leaderboard.entries import (
     GenericResult,
     ImportOutcome,
@@ -42,7 +43,6 @@ from leaderboard.entries import (
     run_key,
     task_result_key,
 )
-from leaderboard.samples import run_dir
 from leaderboard.tables import (
     STORE_SCHEMA_VERSION,
     metadata,
@@ -59,6 +59,15 @@ SQLITE_BUSY_TIMEOUT_MS = 60_000
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Columns added to a table after stores were made (nullable, so old rows read as unknown)."""
+    from sqlalchemy import inspect
+
+    have = {c["name"] for c in inspect(conn).get_columns("metrics")}
+    if "higher_is_better" not in have:
+        conn.exec_driver_sql("ALTER TABLE metrics ADD COLUMN higher_is_better BOOLEAN")
 
 
 def store_url(url_or_path: str | Path) -> str:
@@ -111,6 +120,7 @@ class Store:
         try:
             with self._write() as conn:
                 metadata.create_all(conn)
+                _add_missing_columns(conn)
                 row = conn.execute(select(store_info.c.value).where(store_info.c.key == "schema_version")).first()
                 if row is None:
                     conn.execute(store_info.insert().values(key="schema_version", value=str(STORE_SCHEMA_VERSION)))
@@ -137,7 +147,7 @@ class Store:
 
     def import_run(self, path: Path) -> ImportOutcome:
         """Store a finished run (a folder or its run.json). Returns whether it was new."""
-        folder = run_dir(path)
+        folder = RunFolder(path).path
         record = read_record(folder)
         if record.status != "finished":
             raise HarnessError(f"{folder / 'run.json'}: run status is {record.status!r}; only finished runs are stored")
@@ -191,6 +201,7 @@ class Store:
                     n_scored=int(m.get("n_scored") or 0), n_unscored=int(m.get("n_unscored") or 0),
                     ci_method=str(m.get("ci_method") or "none"),
                     details=json.dumps(m["details"], sort_keys=True) if m.get("details") else None,
+                    higher_is_better=m.get("higher_is_better"),
                 ))
             if rows:
                 conn.execute(metrics_table.insert(), rows)
@@ -265,7 +276,8 @@ class Store:
             metrics: dict[str, dict[str, StoredMetric]] = {}
             for m in conn.execute(select(metrics_table)).mappings():
                 metrics.setdefault(m["result_key"], {})[m["name"]] = StoredMetric(
-                    m["name"], m["value"], m["ci_low"], m["ci_high"], m["n_scored"], m["n_unscored"], m["ci_method"]
+                    m["name"], m["value"], m["ci_low"], m["ci_high"], m["n_scored"], m["n_unscored"], m["ci_method"],
+                    m["higher_is_better"],
                 )
             rows = conn.execute(select(task_results_table)).mappings().all()
         return [

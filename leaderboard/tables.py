@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Float, ForeignKey, Integer, MetaData, String, Table, Text
+from sqlalchemy import Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text
 
 STORE_SCHEMA_VERSION = 1
 
@@ -56,6 +56,8 @@ metrics_table = Table(
     Column("n_unscored", Integer, nullable=False),
     Column("ci_method", String(64), nullable=False),
     Column("details", Text),
+    # from run.json; NULL for records written before the direction was recorded
+    Column("higher_is_better", Boolean),
 )
 # One shape for everything that is not a task metric of a run: judge dimensions (kind
 # "judge_pointwise", name = dimension), pairwise ratings ("bradley_terry"), later kinds too.

@@ -13,8 +13,8 @@ import random
 import sys
 from pathlib import Path
 
-from harness.catalog import load_catalog
 from harness.data.sources import load_local, tasks_dir
+from harness.run.catalog import load_catalog
 
 SEED = 0
 # split -> number of samples; eval splits ~50 a task (20 a subject for the six MMLU subjects).

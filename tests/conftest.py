@@ -13,6 +13,7 @@ from harness.types import (
     GenerationResult,
     LoglikelihoodRequest,
     LoglikelihoodResult,
+    ModelBackend,
     RequestKind,
 )
 
@@ -28,7 +29,7 @@ def _h(text: str) -> float:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
-class ScriptedBackend:
+class ScriptedBackend(ModelBackend):
     """A deterministic stand-in for unit tests of the runner (never for end-to-end tests):
     log-likelihoods are a hash of the request; generations come from a script function."""
 
@@ -69,7 +70,7 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
-    from harness.default_model import default_model_dir as resolve
+    from harness.backends.models import default_model_dir as resolve
 
     return resolve()
 

@@ -69,8 +69,8 @@ def builtin_yaml(dataset: str) -> Path:
 
 def our_samples(dataset: str, data_dir: Path, limit: int | None) -> list[Any]:
     """The samples `harness run --data-source local --limit N` scores, in its order."""
-    from harness.catalog import load_catalog
     from harness.data.sources import load_split
+    from harness.run.catalog import load_catalog
 
     spec = load_catalog().task(dataset)
     samples = load_split(spec, spec.eval_split, "local", Path(data_dir))
@@ -139,9 +139,9 @@ def lmeval_task_objects(local: LocalTasks) -> dict[str, Any]:
 def check_prompts(local: LocalTasks, n: int = 5) -> int:
     """Compare lm-eval's context/continuations with ours for the first n docs of each task;
     raise AssertionError on the first difference. Returns the number of docs checked."""
-    from harness.catalog import load_catalog
-    from harness.formats import FORMATS
-    from harness.protocols import PROTOCOLS, PromptContext
+    from harness.protocols.base import PROTOCOLS, PromptContext
+    from harness.protocols.formats import FORMATS
+    from harness.run.catalog import load_catalog
     from harness.types import LoglikelihoodRequest
 
     catalog = load_catalog()

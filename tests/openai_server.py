@@ -111,7 +111,7 @@ def llama_cpp_server(*extra_args: str, start_timeout: float = 120) -> Iterator[t
     yields (base URL, model id) once it answers, and stops it afterwards."""
     import pytest
 
-    from harness.default_model import gguf_path
+    from harness.backends.models import gguf_path
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -64,7 +64,7 @@ def test_unknown_backend_and_protocol(tmp_path):
 
 
 def test_record_missing_a_field(tmp_path):
-    from harness.records import SCHEMA_VERSION
+    from harness.run.records import SCHEMA_VERSION
 
     (tmp_path / "run.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION, "run_id": "x"}))
     proc = harness("show", str(tmp_path))

@@ -13,7 +13,8 @@ from test_leaderboard_support import make_run, make_task
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.metrics import METRICS, MetricValue
+from harness.scoring.intervals import MetricValue
+from harness.scoring.metrics import METRICS
 from leaderboard.compare import compare_runs, mcnemar_exact, paired_permutation
 
 CASES = json.loads((Path(__file__).parent / "fixtures" / "leaderboard_compare_cases.json").read_text())

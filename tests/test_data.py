@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.catalog import load_catalog
 from harness.data.sources import load_split
 from harness.errors import HarnessError
+from harness.run.catalog import load_catalog
 
 MMLU_CANONICAL = {"anatomy": 135, "clinical_knowledge": 265, "college_biology": 144,
                   "college_medicine": 173, "medical_genetics": 100, "professional_medicine": 272}

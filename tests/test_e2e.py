@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from harness.records import read_record
+from harness.run.records import read_record
 
 
 def run_cli(*args, **kw):

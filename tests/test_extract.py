@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.extract import DEFAULT_EXTRACTOR, EXTRACTORS, Extraction, extract_choice, get_extractor
+from harness.protocols.extract import DEFAULT_EXTRACTOR, EXTRACTORS, Extraction, extract_choice, get_extractor
 
 CASES = json.loads((Path(__file__).parent / "fixtures/extraction_cases.json").read_text(encoding="utf-8"))
 DRUGS = ("Ibuprofen", "Acetaminophen", "Aspirin", "Naproxen")

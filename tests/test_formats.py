@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.catalog import load_catalog
 from harness.data.sources import load_split
-from harness.formats import FORMATS
-from harness.protocols import PROTOCOLS, PromptContext
-from harness.taskspec import ProtocolSpec
+from harness.data.spec import ProtocolSpec
+from harness.protocols.base import PROTOCOLS, PromptContext
+from harness.protocols.formats import FORMATS
+from harness.run.catalog import load_catalog
 
 lm_eval = pytest.importorskip("lm_eval")
 TASKS = Path(lm_eval.__file__).parent / "tasks"

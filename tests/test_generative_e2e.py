@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from harness.config import RunConfig
-from harness.runner import Runner
+from harness.run.config import RunConfig
+from harness.run.runner import Runner
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

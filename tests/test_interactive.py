@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import AuxModel, RunConfig
-from harness.consult import FORCED_NOTE, INTERACTIVE, parse_doctor_turn
 from harness.data.sources import load_bundled
+from harness.data.spec import ProtocolSpec
 from harness.errors import HarnessError
-from harness.formats import FORMATS
-from harness.patients import DONT_KNOW, RetrievalPatient, embed, embed_facts, fact_text, similarities
-from harness.protocols import PromptContext
-from harness.runner import Runner
-from harness.taskspec import ProtocolSpec
+from harness.protocols.base import PromptContext
+from harness.protocols.formats import FORMATS
+from harness.protocols.interactive import FORCED_NOTE, INTERACTIVE, parse_doctor_turn
+from harness.protocols.patients import DONT_KNOW, RetrievalPatient, embed, embed_facts, fact_text, similarities
+from harness.run.config import AuxModel, RunConfig
+from harness.run.runner import Runner
 from harness.types import GenerationRequest
 from tests.conftest import ROOT, ScriptedBackend
 
@@ -244,7 +244,7 @@ def test_an_auxiliary_model_no_task_uses_is_refused(tmp_path):
 
 
 def test_mediq_records_are_checked(tmp_path):
-    from harness.consult import mediq_consult
+    from harness.protocols.interactive import mediq_consult
 
     rec = {"id": 1, "question": "Q?", "context": ["A man."], "facts": ["1. A man."], "options": {"A": "x", "B": "y"},
            "answer_idx": "B"}
@@ -259,8 +259,8 @@ def test_mediq_records_are_checked(tmp_path):
 
 
 def test_mediq_local_data(shared_data):
-    from harness.catalog import load_catalog
     from harness.data.sources import load_split
+    from harness.run.catalog import load_catalog
 
     cat = load_catalog()
     dev = load_split(cat.task("mediq"), "test", "local", shared_data)

@@ -13,7 +13,7 @@ import pytest
 from conftest import ScriptedBackend
 
 from harness.errors import HarnessError
-from harness.records import ModelInfo, RunRecord, TaskResult
+from harness.run.records import ModelInfo, RunRecord, TaskResult
 from harness.types import GenerationRequest, ModelBackend, stable_hash
 from judges.judge import Judge
 from judges.pairs import LLMPairJudge, always_first, longer_wins
@@ -227,7 +227,7 @@ def test_cli_pointwise_pairwise_rank_with_store(tmp_path: Path, monkeypatch: pyt
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """The CLI wiring, with the judge's backend swapped for a scripted one (never a real model
     here: that is the end-to-end test's job)."""
-    import judges.judge as judge_module
+    import harness.backends as backends_module
     from harness.cli import main
 
     backends: list[Any] = []
@@ -241,7 +241,7 @@ def test_cli_pointwise_pairwise_rank_with_store(tmp_path: Path, monkeypatch: pyt
             return '{"verdict": "tie"}'
         return ScriptedBackend(reply)
 
-    monkeypatch.setattr(judge_module, "create_backend", fake_create)
+    monkeypatch.setattr(backends_module, "create_backend", fake_create)  # what the backend stack opens
     a = make_run(tmp_path / "a", ["x", "y"], model_fp="fp-a")
     b = make_run(tmp_path / "b", ["z", "w"], model_fp="fp-b")
     store = str(tmp_path / "s.sqlite")

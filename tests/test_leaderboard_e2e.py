@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import read_record
+from harness.run.records import read_record
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

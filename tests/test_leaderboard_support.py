@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.metrics import mean_with_ci
-from harness.records import ModelInfo, RunRecord, TaskResult
+from harness.run.records import ModelInfo, RunRecord, TaskResult
+from harness.scoring.intervals import mean_with_ci
 from harness.types import stable_hash
 
 

@@ -5,10 +5,10 @@ import os
 
 import pytest
 
-from harness.config import RunConfig
 from harness.errors import HarnessError
-from harness.lmeval_export import export_lmeval
-from harness.runner import Runner
+from harness.run.config import RunConfig
+from harness.run.lmeval_export import export_lmeval
+from harness.run.runner import Runner
 from tests.conftest import ScriptedBackend
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'lm-eval[hf]==0.4.13')")

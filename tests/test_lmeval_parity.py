@@ -1,4 +1,4 @@
-"""Parity with lm-eval 0.4.13 (DESIGN.md §4): on the first 100 questions of MedQA, MedMCQA and
+"""Parity with lm-eval 0.4.13: on the first 100 questions of MedQA, MedMCQA and
 PubMedQA, our `loglik` protocol and lm-eval's BUILT-IN tasks (run through its own `hf` model,
 on the same local data) must pick the same option for every question, give the same accuracy,
 and agree on every per-choice log-likelihood within 1e-3.
@@ -72,9 +72,9 @@ def parity_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    from harness.config import RunConfig
-    from harness.default_model import default_model_dir
-    from harness.runner import Runner
+    from harness.backends.models import default_model_dir
+    from harness.run.config import RunConfig
+    from harness.run.runner import Runner
 
     helper = _load_helper()
     base = tmp_path_factory.mktemp("lmeval_parity")
@@ -167,8 +167,8 @@ def test_lmeval_parity(parity_runs: dict[str, Any], dataset: str) -> None:
 def test_bridge_gives_lm_evals_own_answers(parity_runs: dict[str, Any], tmp_path: Path) -> None:
     """lm-eval's medqa task run through our lm_eval: bridge (our hf backend) predicts the same
     option for every question as lm-eval's own hf model."""
-    from harness.config import RunConfig
-    from harness.runner import Runner
+    from harness.run.config import RunConfig
+    from harness.run.runner import Runner
 
     local = parity_runs["local"]
     lm_task = local.tasks["medqa"]

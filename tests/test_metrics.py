@@ -1,6 +1,7 @@
 import pytest
 
-from harness.metrics import METRICS, mean_with_ci
+from harness.scoring.intervals import mean_with_ci
+from harness.scoring.metrics import METRICS
 from harness.types import Score
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from harness.data.sources import load_local
+from harness.data.spec import LocalSource
 from harness.errors import HarnessError
-from harness.metrics import BOOTSTRAP_RESAMPLES, CONFIDENCE, METRICS
-from harness.ner import (
+from harness.protocols.ner import (
     NER_F1_LENIENT,
     NER_F1_STRICT,
     NER_PRECISION_LENIENT,
@@ -28,7 +28,8 @@ from harness.ner import (
     sentence_f1,
     tags_to_entities,
 )
-from harness.taskspec import LocalSource
+from harness.scoring.intervals import BOOTSTRAP_RESAMPLES, CONFIDENCE
+from harness.scoring.metrics import METRICS
 from harness.types import Score
 from tests.conftest import ScriptedBackend
 
@@ -355,10 +356,10 @@ def test_bootstrap_ci_resamples_sentences_and_recomputes_micro(shared_data):
 
 
 def test_protocol_through_runner_with_scripted_backend(tmp_path):
-    from harness.catalog import load_catalog
-    from harness.config import RunConfig
     from harness.data.sources import load_bundled
-    from harness.runner import Runner
+    from harness.run.catalog import load_catalog
+    from harness.run.config import RunConfig
+    from harness.run.runner import Runner
 
     spec = load_catalog().task("ner_bc5cdr")
     gold = {s.input: s for s in load_bundled(spec.splits["test"].bundled)}
@@ -400,7 +401,7 @@ def test_protocol_through_runner_with_scripted_backend(tmp_path):
 @pytest.mark.slow
 def test_real_model_end_to_end(shared_data, tmp_path, capsys):
     from harness.cli import main
-    from harness.records import read_record
+    from harness.run.records import read_record
 
     out = tmp_path / "run"
     code = main(["run", "--tasks", "ner_ncbi_disease", "--limit", "2", "--num-fewshot", "2",

@@ -10,9 +10,9 @@ import pytest
 
 from harness.backends.openai_api import OpenAIBackend, _continuation_logprob
 from harness.backends.retry import RetryingBackend
-from harness.config import RunConfig
 from harness.errors import CapabilityError, HarnessError
-from harness.runner import Runner
+from harness.run.config import RunConfig
+from harness.run.runner import Runner
 from harness.types import GenerationConfig, GenerationRequest, Message, RequestFailure, RequestKind
 from tests.conftest import ScriptedBackend
 from tests.openai_server import FaultServer

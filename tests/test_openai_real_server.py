@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.config import RunConfig
-from harness.default_model import gguf_path
+from harness.backends.models import gguf_path
 from harness.errors import HarnessError
-from harness.runner import Runner
+from harness.run.config import RunConfig
+from harness.run.runner import Runner
 from tests.openai_server import FaultServer, llama_cpp_server
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -48,7 +48,7 @@ def test_generative_answers_match_in_process_model(llama_server, tmp_path, defau
                      output=tmp_path / "remote")).run()
     remote = [json.loads(x) for x in (tmp_path / "remote/samples.jsonl").read_text().splitlines()]
 
-    from harness.catalog import load_catalog
+    from harness.run.catalog import load_catalog
 
     catalog = load_catalog()
     llm = llama_cpp.Llama(model_path=str(gguf_path()), n_ctx=4096, seed=0, verbose=False)

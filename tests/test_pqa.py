@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from harness.config import AuxModel, RunConfig
 from harness.data.sources import load_bundled, tasks_dir
-from harness.pqa import PQA_F1, ask_rule, bianque_turn, parse_judge
-from harness.runner import Runner
+from harness.protocols.pqa import PQA_F1, ask_rule, bianque_turn, parse_judge
+from harness.run.config import AuxModel, RunConfig
+from harness.run.runner import Runner
 from harness.types import Score
 from tests.conftest import ROOT, ScriptedBackend
 
@@ -123,8 +123,8 @@ def test_bianque_reader_and_it_is_never_bundled(shared_data):
 
 
 def test_pqa_local_data(shared_data):
-    from harness.catalog import load_catalog
     from harness.data.sources import load_split
+    from harness.run.catalog import load_catalog
 
     cat = load_catalog()
     sizes = {t: len(load_split(cat.task(t), "test", "local", shared_data))

@@ -6,10 +6,10 @@ import re
 
 import pytest
 
-from harness.catalog import load_catalog
-from harness.config import RunConfig
 from harness.errors import ConfigError, HarnessError
-from harness.runner import Runner
+from harness.run.catalog import load_catalog
+from harness.run.config import RunConfig
+from harness.run.runner import Runner
 from harness.types import GenerationRequest
 from tests.conftest import ScriptedBackend
 

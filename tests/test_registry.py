@@ -32,6 +32,6 @@ def test_help_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys; from harness.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = "import sys; from harness.cli.app import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

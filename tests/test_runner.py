@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from harness.config import RunConfig
 from harness.errors import CapabilityError, HarnessError
-from harness.records import read_record
-from harness.runner import Runner
+from harness.run.config import RunConfig
+from harness.run.records import read_record
+from harness.run.runner import Runner
 from harness.types import RequestKind
 from tests.conftest import ScriptedBackend
 
@@ -151,7 +151,7 @@ def test_task_fingerprint_tracks_prompt_and_data(tmp_path, scripted):
 
 
 def test_shards_merge_into_the_unsharded_record(tmp_path):
-    from harness.merge import merge_runs
+    from harness.run.merge import merge_runs
 
     whole = Runner(config(tmp_path, suite="quick", tasks=(), cache=None), backend=ScriptedBackend()).run()
     shard_dirs = []
@@ -171,7 +171,7 @@ def test_shards_merge_into_the_unsharded_record(tmp_path):
 
 
 def test_merge_refuses_incomplete_or_mismatched_shards(tmp_path):
-    from harness.merge import merge_runs
+    from harness.run.merge import merge_runs
 
     a = tmp_path / "a"
     Runner(config(tmp_path, tasks=("medqa",), cache=None, output=a, shard="0/2"), backend=ScriptedBackend()).run()

@@ -13,19 +13,20 @@ import pytest
 
 pytest.importorskip("trl", reason="needs the `train` extra: pip install -e '.[train]'")
 
-from harness.catalog import load_catalog
 from harness.cli import main
-from harness.config import RunConfig
 from harness.data.sources import load_split
 from harness.errors import ConfigError, HarnessError
-from harness.formats import FORMATS
-from harness.protocols import PROTOCOLS, PromptContext
-from harness.runner import Runner, plan_task
-from harness.sft.examples import IGNORE_INDEX, build_examples, examples_fingerprint, tokenize_example
-from harness.sft.leakage import find_leaks
-from harness.sft.protocol import SFTProtocol, is_sft, scoring_protocol
-from harness.sft.recipe import LeakageGuard, SFTRecipe, load_sft_recipe
+from harness.protocols.base import PROTOCOLS, PromptContext
+from harness.protocols.formats import FORMATS
+from harness.protocols.sft import SFTProtocol, is_sft, scoring_protocol
+from harness.run.catalog import load_catalog
+from harness.run.config import RunConfig
+from harness.run.planning import plan_task
+from harness.run.runner import Runner
 from harness.types import Sample
+from trainers.task_sft.examples import IGNORE_INDEX, build_examples, examples_fingerprint, tokenize_example
+from trainers.task_sft.leakage import find_leaks
+from trainers.task_sft.recipe import LeakageGuard, SFTRecipe, load_sft_recipe
 
 CATALOG = load_catalog()
 
@@ -215,16 +216,16 @@ def test_leakage_guard_fires_on_a_planted_test_item(tmp_path: Path, capsys: pyte
 
 
 def test_on_leak_drop_trains_without_the_planted_item(tmp_path: Path, default_model_dir: Path) -> None:
-    from harness.sft.runner import prepare_task
+    from trainers.task_sft.flow import prepare_task
 
     tasks = _planted_task(tmp_path, plant=True)
     recipe = SFTRecipe(leakage=LeakageGuard(on_leak="drop"), max_train_examples=None)
     config = RunConfig(tasks=("planted",), protocol="sft", task_dirs=(tasks,), data_dir=tmp_path / "data",
                        output=tmp_path / "run", sft_recipe=recipe.model_dump(mode="json"))
-    runner = Runner(config)
     from trainers.stages.common import load_tokenizer
 
-    task = prepare_task(runner, "planted", None, "local", recipe, load_tokenizer(default_model_dir), "base")
+    task = prepare_task(config, load_catalog(config.task_dirs), "planted", None, "local", recipe,
+                        load_tokenizer(default_model_dir), "base")
     assert task.dropped_leaked == 1 and task.n_train_items == 21 and len(task.rows) == 20
     assert "tr-00020" not in {e.id for e in task.examples}
     assert task.plan.key == "planted|sft+loglik|0shot"

@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.catalog import load_catalog
+from harness.data.spec import load_task_file
 from harness.errors import ConfigError, HarnessError
-from harness.taskspec import load_task_file
+from harness.run.catalog import load_catalog
 
 GOOD = """
 task: mytask

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessError
-from harness.metrics import BOOTSTRAP_RESAMPLES, METRICS
-from harness.textmetrics import (
+from harness.scoring.intervals import BOOTSTRAP_RESAMPLES
+from harness.scoring.metrics import METRICS
+from harness.scoring.textmetrics import (
     BERTSCORE_F1,
     BLEU,
     DISTINCT1,

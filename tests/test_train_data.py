@@ -135,8 +135,8 @@ def test_leakage_min_matches_asks_for_longer_overlaps() -> None:
 
 def test_leakage_catches_planted_test_question_bundled() -> None:
     """Every harness task's bundled test samples; a MedQA test question planted in a chat."""
-    from harness.catalog import load_catalog
     from harness.data.sources import load_split
+    from harness.run.catalog import load_catalog
 
     spec = load_catalog().task("medqa")
     planted = load_split(spec, spec.eval_split, "bundled", None)[3]
@@ -416,7 +416,7 @@ def test_counts_are_counters() -> None:
 
 
 def test_output_folder_refuses_other_settings(tmp_path: Path) -> None:
-    from trainers.cli import _parse_set
+    from harness.cli.train import _parse_set
     from trainers.pipeline import TrainOptions, _check_identity, _identity
     from trainers.recipe import load_recipe
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.catalog import load_catalog
 from harness.data.sources import load_split
-from harness.formats import FORMATS
-from harness.protocols import PROTOCOLS, PromptContext
-from harness.taskspec import ProtocolSpec
+from harness.data.spec import ProtocolSpec
+from harness.protocols.base import PROTOCOLS, PromptContext
+from harness.protocols.formats import FORMATS
+from harness.run.catalog import load_catalog
 from harness.types import GenerationConfig, GenerationRequest, Message
 
 pytestmark = pytest.mark.slow

@@ -8,8 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from harness.config import RunConfig
-from harness.records import RunRecord
+from harness.run.config import RunConfig
+from harness.run.records import RunRecord
 from leaderboard.compare import Comparison, compare_runs, format_comparison
 from trainers.recipe import EvalSpec
 
@@ -26,7 +26,7 @@ def run_config(model: Path, spec: EvalSpec, out: Path, data_dir: Path | None, *,
 def score_checkpoint(model: Path, spec: EvalSpec, out: Path, data_dir: Path | None, *, limit: int | None = None,
                      seed: int = 1234) -> RunRecord:
     """A harness run of `model` into `out` (a rerun resumes it: finished samples are kept)."""
-    from harness.runner import Runner
+    from harness.run.runner import Runner
 
     return Runner(run_config(model, spec, out, data_dir, limit=limit, seed=seed)).run()
 

@@ -40,7 +40,7 @@ class MergeSpec(BaseModel):
 
 def fix_saved_config(folder: Path) -> None:
     """transformers 5.x writes rope_parameters only; 4.x readers (lm-eval's pinned stacks) would
-    silently fall back to rope_theta=10000. Same fix as harness.default_model."""
+    silently fall back to rope_theta=10000. Same fix as harness.backends.models."""
     path = folder / "config.json"
     cfg = json.loads(path.read_text())
     if "rope_parameters" in cfg and "rope_theta" not in cfg and isinstance(cfg["rope_parameters"], dict):

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.types import TaskKey
 from trainers.data.pipeline import prepare_records
 from trainers.data.records import record_to_json
 from trainers.recipe import Recipe, StageSpec
@@ -191,7 +192,8 @@ def format_report(report: dict[str, Any]) -> str:
     """A terminal summary: per stage its losses, data counts, scores and comparison verdicts."""
     lines = [f"recipe {report['recipe']} -> {report['output']}"]
     if "base" in report:
-        scores = ", ".join(f"{k.split('|')[0]} {_num(v['value'])}" for k, v in report["base"]["eval"]["tasks"].items())
+        base_tasks = report["base"]["eval"]["tasks"].items()
+        scores = ", ".join(f"{TaskKey.parse(k).task} {_num(v['value'])}" for k, v in base_tasks)
         lines.append(f"  base: {scores}")
     for st in report["stages"]:
         res = st["result"]
@@ -207,7 +209,7 @@ def format_report(report: dict[str, Any]) -> str:
                          f"{_num(res['metrics']['heldout_accuracy'])}")
         for t in st.get("comparison", {}).get("tasks", []):
             p = "n/a" if t["p_value"] is None else f"{t['p_value']:.3f}"
-            lines.append(f"    {t['task_key'].split('|')[0]:<28} {_num(t['base'])} -> {_num(t['new'])}  "
+            lines.append(f"    {TaskKey.parse(t['task_key']).task:<28} {_num(t['base'])} -> {_num(t['new'])}  "
                          f"p={p}  {t['verdict']}")
     if "final_model" in report:
         lines.append(f"final model: {report['final_model']} ({report.get('wall_s', 0):.0f}s)")

@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from harness.errors import ConfigError
+from harness.schema import StrictModel, config_error, read_yaml
 from trainers.data.config import DataSourceSpec, FilterSpec
 from trainers.merge import MergeSpec
 
@@ -18,11 +18,7 @@ RECIPES_DIR = Path(__file__).with_name("recipes")
 StageKind = Literal["cp", "ift", "dpo", "kto", "reward"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class EvalSpec(_Strict):
+class EvalSpec(StrictModel):
     """How each checkpoint is scored (a harness run) and compared with the one before it
     (paired tests, as `harness compare`)."""
 
@@ -44,7 +40,7 @@ class EvalSpec(_Strict):
         return self
 
 
-class StageSpec(_Strict):
+class StageSpec(StrictModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", description="Folder name of the stage's outputs.")
     kind: StageKind = Field(description="cp, ift, dpo, kto or reward.")
     data: list[DataSourceSpec] = Field(min_length=1, description="Inputs, read in order.")
@@ -63,7 +59,7 @@ class StageSpec(_Strict):
         return self
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     recipe: str = Field(description="Recipe name.")
     version: int = Field(default=1, ge=0, description="Bump when the recipe's meaning changes.")
     description: str = ""
@@ -85,14 +81,6 @@ class Recipe(_Strict):
         return self
 
 
-def _validation_message(err: ValidationError) -> tuple[str, str]:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    value = first.get("input")
-    shown = f" (got {value!r})" if value is not None and not isinstance(value, dict) else ""
-    return loc, f"{first['msg']}{shown}"
-
-
 def resolve_recipe_path(name_or_path: str | Path) -> Path:
     """A file path, or the name of a shipped recipe (ift, cp-ift, ift-ha, cp-ift-ha)."""
     path = Path(name_or_path).expanduser()
@@ -109,17 +97,13 @@ def load_recipe(name_or_path: str | Path, *, check_train: bool = True) -> Recipe
     """Parse and validate a recipe. With `check_train`, every stage's `train:` keys are also
     checked against its trl config (imports trl)."""
     path = resolve_recipe_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML: {exc}", file=str(path)) from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError("a recipe must be a mapping", file=str(path))
     try:
         recipe = Recipe.model_validate({**raw, "source_file": str(path)})
     except ValidationError as err:
-        loc, msg = _validation_message(err)
-        raise ConfigError(msg, file=str(path), key=loc) from None
+        raise config_error(err, file=str(path)) from None
     if check_train:
         from trainers.configs import validate_overrides
 

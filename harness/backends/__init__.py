@@ -1,4 +1,7 @@
-"""Model backends. Entries are lazy so `harness --help` never imports torch."""
+"""Model backends: hf (transformers), vllm, openai (any OpenAI-compatible server); the wrappers
+of the backend stack (retry, caching; stack assembles them); fingerprints of weights; where the
+default model and encoders live (models). Entries are lazy so `harness --help` never imports
+torch."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A request cache wrapped around any backend (DESIGN.md rule 4).
+"""A request cache wrapped around any backend.
 
 Keyed by sha256(model fingerprint + canonical request); SQLite in WAL mode so parallel runs
 can share one file. Each batch commits before it returns, so a killed run loses at most the
@@ -30,7 +30,7 @@ R = TypeVar("R")
 Q = TypeVar("Q", LoglikelihoodRequest, GenerationRequest)
 
 
-class CachingBackend:
+class CachingBackend(ModelBackend):
     def __init__(self, inner: ModelBackend, path: Path):
         self.inner = inner
         self.name = inner.name
@@ -53,6 +53,9 @@ class CachingBackend:
 
     def info(self) -> dict[str, Any]:
         return self.inner.info()
+
+    def usage(self) -> dict[str, int]:
+        return self.inner.usage()
 
     def stats(self) -> dict[str, int]:
         return {"hits": self.hits, "misses": self.misses}

@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from harness.default_model import cache_root
+from harness.backends.models import cache_root
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf", ".model")
 _META_NAMES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",

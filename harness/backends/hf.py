@@ -23,10 +23,13 @@ from harness.backends.fingerprint import folder_fingerprint
 from harness.backends.tokenize import encode_pair, render_chat
 from harness.errors import HarnessError
 from harness.types import (
+    GenerationOutcome,
     GenerationRequest,
     GenerationResult,
+    LoglikelihoodOutcome,
     LoglikelihoodRequest,
     LoglikelihoodResult,
+    ModelBackend,
     RequestKind,
 )
 
@@ -37,7 +40,7 @@ def resolve_model_path(model: str | None, revision: str | None = None) -> Path:
     """A local folder, the embedded default (None or "default"), or a hub id (through the
     local HF cache; HF_HUB_OFFLINE=1 forbids downloads)."""
     if model in (None, "", "default"):
-        from harness.default_model import default_model_dir
+        from harness.backends.models import default_model_dir
 
         return default_model_dir()
     assert model is not None
@@ -66,7 +69,7 @@ class _Pair:
     continuation: list[int]
 
 
-class HFBackend:
+class HFBackend(ModelBackend):
     capabilities = frozenset({RequestKind.LOGLIKELIHOOD, RequestKind.GENERATE})
 
     def __init__(
@@ -140,7 +143,7 @@ class HFBackend:
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
         return encode_pair(self.tokenizer, context, continuation)
 
-    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodResult]:
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodOutcome]:
         groups: dict[tuple[int, ...], list[_Pair]] = {}
         for i, req in enumerate(requests):
             ctx, cont = self._encode_pair(req.context, req.continuation)
@@ -234,7 +237,7 @@ class HFBackend:
         assert req.messages is not None
         return render_chat(self.tokenizer, [{"role": m.role, "content": m.content} for m in req.messages])
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutcome]:
         results: list[GenerationResult | None] = [None] * len(requests)
         by_config: dict[Any, list[int]] = {}
         for i, req in enumerate(requests):

@@ -29,6 +29,7 @@ from harness.types import (
     LoglikelihoodOutcome,
     LoglikelihoodRequest,
     LoglikelihoodResult,
+    ModelBackend,
     RequestFailure,
     RequestKind,
     stable_hash,
@@ -40,7 +41,7 @@ Q = TypeVar("Q")
 Out = TypeVar("Out")
 
 
-class OpenAIBackend:
+class OpenAIBackend(ModelBackend):
     def __init__(
         self,
         model: str | None = None,
@@ -181,7 +182,7 @@ class OpenAIBackend:
                 choice = resp.choices[0]
                 text = choice.message.content
             else:
-                resp = await self._client.completions.create(prompt=req.prompt, **params)  # type: ignore[call-overload]
+                resp = await self._client.completions.create(prompt=req.prompt, **params)
                 self._count(resp.usage)
                 choice = resp.choices[0]
                 text = choice.text

@@ -1,4 +1,4 @@
-"""Bounded retries around any backend (DESIGN.md rule 4).
+"""Bounded retries around any backend.
 
 A backend returns RequestFailure in place of a result it could not get. This wrapper sends
 the retryable ones again, with exponential backoff and full jitter, waiting at least the
@@ -29,7 +29,7 @@ Q = TypeVar("Q", LoglikelihoodRequest, GenerationRequest)
 Out = TypeVar("Out")
 
 
-class RetryingBackend:
+class RetryingBackend(ModelBackend):
     def __init__(
         self, inner: ModelBackend, *, max_attempts: int = 4, base_delay: float = 1.0,
         max_delay: float = 60.0, sleep: Callable[[float], None] = time.sleep,
@@ -53,6 +53,9 @@ class RetryingBackend:
 
     def info(self) -> dict[str, Any]:
         return self.inner.info()
+
+    def usage(self) -> dict[str, int]:
+        return self.inner.usage()
 
     def stats(self) -> dict[str, int]:
         return {"retries": self.retries, "failed_after_retries": self.gave_up}

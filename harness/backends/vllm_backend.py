@@ -23,13 +23,14 @@ from harness.types import (
     LoglikelihoodOutcome,
     LoglikelihoodRequest,
     LoglikelihoodResult,
+    ModelBackend,
     RequestKind,
 )
 
 log = logging.getLogger(__name__)
 
 
-class VLLMBackend:
+class VLLMBackend(ModelBackend):
     capabilities = frozenset({RequestKind.LOGLIKELIHOOD, RequestKind.GENERATE})
 
     def __init__(

@@ -14,7 +14,7 @@ from harness.registry import Registry
 from harness.types import Sample
 
 Adapter = Callable[[Mapping[str, Any], int, Mapping[str, Any]], Sample | None]
-ADAPTERS: Registry[Adapter] = Registry("record adapter")
+ADAPTERS: Registry[Adapter] = Registry("record adapter", families=True)
 
 LETTERS = "ABCDEFGHIJ"
 
@@ -212,10 +212,3 @@ def medqa_selfbiorag(rec: Mapping[str, Any], i: int, opts: Mapping[str, Any]) ->
     )
 
 
-# Adapters of the generative tasks live beside their formats and protocols.
-for _name in ("mts_section", "aci_note", "dialogue_turn", "cmtmedqa_turn"):
-    ADAPTERS.add_lazy(_name, f"harness.textgen:{_name}")
-ADAPTERS.add_lazy("conll_ner", "harness.ner:conll_ner")
-ADAPTERS.add_lazy("mediq_consult", "harness.consult:mediq_consult")
-for _name in ("bianque_turn", "cmtmedqa_any_turn"):
-    ADAPTERS.add_lazy(_name, f"harness.pqa:{_name}")

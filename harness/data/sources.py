@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.data.adapters import ADAPTERS
+from harness.data.spec import HubSource, IdFilter, LocalSource, TaskSpec
 from harness.errors import ConfigError, HarnessError
-from harness.taskspec import HubSource, IdFilter, LocalSource, TaskSpec
 from harness.types import Sample
 
 log = logging.getLogger(__name__)

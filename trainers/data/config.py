@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from harness.schema import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataSourceSpec(_Strict):
+class DataSourceSpec(StrictModel):
     """One input of a stage: a registered reader over a file (relative to the data folder) or a
     harness task's split."""
 
@@ -31,7 +29,7 @@ class DataSourceSpec(_Strict):
         return self
 
 
-class QualitySpec(_Strict):
+class QualitySpec(StrictModel):
     """Document quality rules: length, medical-term count and density (MMedLM, HuatuoGPT-II and
     Apollo filter corpora by domain keywords), and boilerplate / junk heuristics."""
 
@@ -51,7 +49,7 @@ class QualitySpec(_Strict):
     terms_file: str | None = Field(default=None, description="Own term list; default: the shipped one.")
 
 
-class DedupSpec(_Strict):
+class DedupSpec(StrictModel):
     exact: bool = Field(default=True, description="Drop records whose normalised text hashes alike.")
     near: bool = Field(default=True, description="Drop near-duplicates (MinHash LSH, datasketch).")
     threshold: float = Field(default=0.8, gt=0.0, le=1.0, description="Jaccard similarity of near-duplicates.")
@@ -59,7 +57,7 @@ class DedupSpec(_Strict):
     shingle: int = Field(default=5, ge=1, description="Word (or CJK character) n-gram size of shingles.")
 
 
-class LeakageSpec(_Strict):
+class LeakageSpec(StrictModel):
     """Overlap with every harness task's test split: Apollo's 64-character and lm-eval's 13-gram
     decontamination. Leaked records are reported and dropped."""
 
@@ -76,7 +74,7 @@ class LeakageSpec(_Strict):
     tasks: list[str] | None = Field(default=None, description="Task ids to check; None = every task.")
 
 
-class FilterSpec(_Strict):
+class FilterSpec(StrictModel):
     quality: QualitySpec | None = Field(default_factory=QualitySpec, description="None disables it.")
     pii: bool = Field(default=True, description="Mask names, dates, phones, e-mails, record numbers, addresses.")
     dedup: DedupSpec | None = Field(default_factory=DedupSpec, description="None disables it.")

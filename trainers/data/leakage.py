@@ -151,8 +151,8 @@ class LeakageIndex:
 def eval_samples(spec: LeakageSpec, data_dir: Path | None) -> tuple[list[tuple[str, Sample]], dict[str, str]]:
     """The eval split of every harness task (or of `spec.tasks`), loaded through the harness:
     local files when a data folder is given (source auto/local), else the bundled samples."""
-    from harness.catalog import load_catalog
     from harness.data.sources import load_split
+    from harness.run.catalog import load_catalog
 
     catalog = load_catalog()
     names = spec.tasks if spec.tasks is not None else sorted(catalog.tasks)

@@ -213,8 +213,8 @@ def triples_jsonl(spec: DataSourceSpec, ctx: ReadContext) -> Iterator[TrainRecor
 # --- the harness's own tasks -------------------------------------------------------------------
 
 def _task_samples(spec: DataSourceSpec, ctx: ReadContext) -> tuple[str, list[Sample]]:
-    from harness.catalog import load_catalog
     from harness.data.sources import load_split
+    from harness.run.catalog import load_catalog
 
     assert spec.task is not None
     task = load_catalog().task(spec.task)
@@ -228,7 +228,7 @@ def _task_samples(spec: DataSourceSpec, ctx: ReadContext) -> tuple[str, list[Sam
 def _mcqa_parts(fmt_name: str, sample: Sample) -> tuple[str, list[str]]:
     """The harness prompt of an MCQA sample and the answer text of each choice."""
     from harness.data.adapters import LETTERS
-    from harness.formats import FORMATS
+    from harness.protocols.formats import FORMATS
 
     fmt = FORMATS.get(fmt_name)
     if not sample.choices or not isinstance(sample.target, int):

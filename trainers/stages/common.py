@@ -128,7 +128,7 @@ def last_checkpoint(folder: Path) -> str | None:
 def _progress_callback(name: str, progress: Progress, max_steps: int) -> Any:
     from transformers import TrainerCallback
 
-    class _Lines(TrainerCallback):  # type: ignore[misc]
+    class _Lines(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                    **kwargs: Any) -> None:
             if logs and "loss" in logs:

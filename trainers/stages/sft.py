@@ -23,7 +23,9 @@ from trainers.stages.common import (
 )
 
 
-def _trainer(inp: StageInput, dataset: Any, tokenizer: Any) -> Any:
+def sft_trainer(inp: StageInput, dataset: Any, tokenizer: Any) -> Any:
+    """The one SFTTrainer assembly (LoRA / full / QLoRA from the stage's config): CP, IFT and
+    the task-specific fine-tuning of `--protocol sft` all train through it."""
     from trl import SFTTrainer
 
     return SFTTrainer(model=str(inp.model_in), args=inp.config, train_dataset=dataset, processing_class=tokenizer,
@@ -59,7 +61,7 @@ def ift_dataset(inp: StageInput, tokenizer: Any) -> tuple[Any, int]:
 def run_cp(inp: StageInput) -> StageResult:
     tokenizer = load_tokenizer(inp.model_in)
     dataset = cp_dataset(inp, tokenizer)
-    result = run_trainer(inp, _trainer(inp, dataset, tokenizer), len(dataset))
+    result = run_trainer(inp, sft_trainer(inp, dataset, tokenizer), len(dataset))
     result.metrics["blocks"] = float(len(dataset))
     return result
 
@@ -67,6 +69,6 @@ def run_cp(inp: StageInput) -> StageResult:
 def run_ift(inp: StageInput) -> StageResult:
     tokenizer = load_tokenizer(inp.model_in)
     dataset, too_long = ift_dataset(inp, tokenizer)
-    result = run_trainer(inp, _trainer(inp, dataset, tokenizer), len(dataset))
+    result = run_trainer(inp, sft_trainer(inp, dataset, tokenizer), len(dataset))
     result.metrics["dropped_no_reply_tokens"] = float(too_long)
     return result

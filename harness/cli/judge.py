@@ -1,0 +1,117 @@
+"""`harness judge pointwise|pairwise|rank|calibrate`: argument parsing over judges.commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from harness.cli.options import backend_args, default_cache, progress_bar, split_list
+
+
+def _judge_config(args: argparse.Namespace) -> Any:
+    from judges.judge import JudgeConfig
+
+    return JudgeConfig(
+        backend=args.judge_backend, model=args.judge, model_args=backend_args(args, args.judge_args),
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens, cache=None if args.no_cache else (args.cache or default_cache()),
+        max_attempts=args.max_attempts,
+    )
+
+
+def cmd_judge_pointwise(args: argparse.Namespace) -> int:
+    from judges import commands
+
+    print(commands.pointwise(Path(args.run), _judge_config(args), prompt=args.prompt or "pointwise",
+                             tasks=split_list(args.tasks), reference=args.reference, store=args.store,
+                             progress=None if args.quiet else progress_bar).rstrip("\n"))
+    return 0
+
+
+def cmd_judge_pairwise(args: argparse.Namespace) -> int:
+    from judges import commands
+
+    print(commands.pairwise(Path(args.run_a), Path(args.run_b), _judge_config(args), prompt=args.prompt or "pairwise",
+                            tasks=split_list(args.tasks), store=args.store,
+                            progress=None if args.quiet else progress_bar).rstrip("\n"))
+    return 0
+
+
+def cmd_judge_rank(args: argparse.Namespace) -> int:
+    from judges import commands
+
+    print(commands.rank([Path(r) for r in args.runs], _judge_config(args), prompt=args.prompt or "pairwise",
+                        tasks=split_list(args.tasks), output=args.output, seed=args.seed, rounds=args.bootstrap,
+                        store=args.store, progress=None if args.quiet else progress_bar).rstrip("\n"))
+    return 0
+
+
+def cmd_judge_calibrate(args: argparse.Namespace) -> int:
+    from judges import commands
+
+    config = None if args.baselines_only else _judge_config(args)
+    print(commands.calibrate(args.dataset, args.data_dir, config, prompt=args.prompt or "pairwise", limit=args.limit,
+                             seed=args.seed, output=args.output,
+                             progress=None if args.quiet else progress_bar).rstrip("\n"))
+    return 0
+
+
+def _add_judge_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("judge")
+    g.add_argument("--judge", help="judge model: local folder, HF id or server model name (default: embedded "
+                   "SmolLM2-135M)")
+    g.add_argument("--judge-backend", default="hf", help="hf, vllm or openai (default: hf)")
+    g.add_argument("--judge-args", help="judge backend arguments, e.g. dtype=bfloat16 or extra.repeat_penalty=1.0")
+    g.add_argument("--base-url", help="openai backend: the server, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--api-key-env", help="openai backend: NAME of the environment variable holding the key")
+    g.add_argument("--concurrency", type=int, help="openai backend: requests in flight (default 8)")
+    g.add_argument("--timeout", type=float, help="openai backend: seconds per request (default 60)")
+    g.add_argument("--prompt", help="judge prompt: a built-in name (see judges/prompts) or a YAML file")
+    g.add_argument("--max-tokens", type=int, help="reply length limit (default: the prompt file's)")
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--cache", type=Path, help="SQLite request cache (default: user cache)")
+    g.add_argument("--no-cache", action="store_true", help="do not use the request cache")
+    g.add_argument("--max-attempts", type=int, default=4, help="tries per request on transient failures (default 4)")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_commands(sub: Any) -> None:
+    """Register the commands on the top-level subparsers."""
+    judge = sub.add_parser("judge", help="LLM-as-judge: pointwise, pairwise, rankings, calibration studies")
+    judge_sub = judge.add_subparsers(dest="judge_command", required=True)
+    store_note = "import the results into this results store (SQLite path or SQLAlchemy URL)"
+    tasks_note = "comma-separated task names or keys to judge (default: every generative task of the run)"
+    j_point = judge_sub.add_parser("pointwise", help="score a run's outputs on the seven medical dimensions")
+    j_point.add_argument("run", help="run folder")
+    j_point.add_argument("--tasks", help=tasks_note)
+    j_point.add_argument("--reference", action="store_true", help="show the judge the reference answer too")
+    j_point.add_argument("--store", help=store_note)
+    _add_judge_options(j_point)
+    j_point.set_defaults(func=cmd_judge_pointwise)
+    j_pair = judge_sub.add_parser("pairwise", help="compare two runs' outputs, each pair in both orders")
+    j_pair.add_argument("run_a", help="run folder A")
+    j_pair.add_argument("run_b", help="run folder B")
+    j_pair.add_argument("--tasks", help=tasks_note)
+    j_pair.add_argument("--store", help=store_note)
+    _add_judge_options(j_pair)
+    j_pair.set_defaults(func=cmd_judge_pairwise)
+    j_rank = judge_sub.add_parser("rank", help="Bradley–Terry ranking of many runs from pairwise battles")
+    j_rank.add_argument("runs", nargs="+", help="run folders (two or more)")
+    j_rank.add_argument("--tasks", help=tasks_note)
+    j_rank.add_argument("--output", type=Path, help="folder for the ranking (default: beside the first run)")
+    j_rank.add_argument("--bootstrap", type=int, default=1000, help="bootstrap rounds for the CIs (default 1000)")
+    j_rank.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    j_rank.add_argument("--store", help=store_note)
+    _add_judge_options(j_rank)
+    j_rank.set_defaults(func=cmd_judge_rank)
+    j_cal = judge_sub.add_parser("calibrate", help="agreement with human labels, biases and baselines")
+    j_cal.add_argument("--dataset", required=True, help="llmbar_natural, llmbar_adversarial_{gptinst,gptout,"
+                       "manual,neighbor}, mt_bench, faireval, llmeval2 or pandalm")
+    j_cal.add_argument("--data-dir", type=Path, required=True, help="folder holding judge_calibration/")
+    j_cal.add_argument("--limit", type=int, help="study only the first N pairs")
+    j_cal.add_argument("--seed", type=int, default=0, help="seed of the random baseline (default 0)")
+    j_cal.add_argument("--output", type=Path, help="folder for the tables (default: runs/calibration/DATASET-JUDGE-nN)")
+    j_cal.add_argument("--baselines-only", action="store_true", help="no model: only the baselines")
+    _add_judge_options(j_cal)
+    j_cal.set_defaults(func=cmd_judge_calibrate)

@@ -1,0 +1,196 @@
+"""`harness run`, `merge`, `tasks`, `show` and `export-lmeval`: argument parsing and the thin
+commands over the library. Heavy imports happen inside the commands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from harness.cli.options import backend_args, default_cache, parse_model_args, progress_bar, split_list
+from harness.errors import HarnessError
+
+# Auxiliary models of `harness run`, by role: (role, what it does), see RunConfig.aux_models.
+AUX_ROLES = (("patient", "interactive tasks: an LLM patient instead of the retrieval patient"),
+             ("turn_judge", "pqa tasks: an LLM labels turns asking/advising instead of the rule"))
+
+
+def _aux_models(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for role, _ in AUX_ROLES:
+        model, backend, extra = (getattr(args, f"{role}_{k}") for k in ("model", "backend", "args"))
+        if model is not None or backend is not None or extra is not None:
+            out[role] = {"model": None if model == "default" else model, "backend": backend or "hf",
+                         "model_args": parse_model_args(extra)}
+    return out
+
+
+def _sft_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--protocol sft: the recipe's validated contents (the default recipe without --sft-recipe),
+    so config.json pins what was trained."""
+    from harness.protocols.sft import is_sft
+
+    if not is_sft(args.protocol):
+        if args.sft_recipe is not None:
+            raise HarnessError("--sft-recipe needs --protocol sft (or sft+NAME)")
+        return None
+    from trainers.task_sft.recipe import SFTRecipe, load_sft_recipe
+
+    recipe = load_sft_recipe(args.sft_recipe) if args.sft_recipe is not None else SFTRecipe()
+    return recipe.model_dump(mode="json")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.protocols.sft import is_sft
+    from harness.run.config import RunConfig
+    from harness.run.report import format_record
+    from harness.run.runner import Runner
+    from harness.types import stable_hash
+
+    tasks = split_list(args.tasks)
+    model_args = backend_args(args, args.model_args)
+    fields: dict[str, Any] = dict(
+        model=args.model, backend=args.backend, model_args=model_args,
+        batch_size=args.batch_size, suite=args.suite, tasks=tasks, protocol=args.protocol,
+        num_fewshot=args.num_fewshot, seed=args.seed, limit=args.limit,
+        data_source=args.data_source, data_dir=args.data_dir,
+        cache=None if args.no_cache else (args.cache or default_cache()),
+        task_dirs=tuple(args.include_tasks or ()), shard=args.shard, max_attempts=args.max_attempts,
+        lmeval_include=args.lmeval_include, aux_models=_aux_models(args), sft_recipe=_sft_recipe(args),
+    )
+    output = args.output
+    if output is None:
+        # Deterministic default: rerunning the same command resumes the same run.
+        probe = RunConfig(**fields, output=Path("."))
+        label = args.suite or "-".join(tasks)[:40] or "run"
+        model = Path(args.model).name if args.model else "default"
+        output = Path("runs") / f"{label}-{model}-{stable_hash(probe.identity())[:8]}"
+    config = RunConfig(**fields, output=output)
+    progress = None if args.quiet else progress_bar
+    if is_sft(config.protocol):  # fine-tune per task, then score: the trainers' flow
+        from trainers.task_sft.flow import run_sft
+
+        record = run_sft(config, progress=progress)
+    else:
+        record = Runner(config, progress=progress).run()
+    print(format_record(record))
+    print(f"record: {config.output / 'run.json'}")
+    if args.store:
+        from leaderboard.store import Store
+
+        with Store(args.store) as store:
+            outcome = store.import_run(config.output)
+        print(f"store: {'added' if outcome.added else 'already held'} run {outcome.run_id} in {store.url}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from harness.run.merge import merge_runs
+    from harness.run.report import format_record
+
+    record = merge_runs([Path(p) for p in args.runs], args.output)
+    print(format_record(record))
+    print(f"record: {args.output / 'run.json'}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from harness.run.catalog import load_catalog
+
+    cat = load_catalog(args.include_tasks or ())
+    print("tasks:")
+    for name, spec in sorted(cat.tasks.items()):
+        protocols = ", ".join(sorted(spec.protocols))
+        print(f"  {name:<32} v{spec.version}  protocols: {protocols}  {spec.description}")
+    print("suites:")
+    for name, suite in sorted(cat.suites.items()):
+        print(f"  {name:<32} {len(suite.tasks)} tasks ({suite.source} data)  {suite.description}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from harness.run.records import read_record
+    from harness.run.report import format_record
+
+    print(format_record(read_record(Path(args.run))))
+    return 0
+
+
+def cmd_export_lmeval(args: argparse.Namespace) -> int:
+    from harness.run.lmeval_export import export_lmeval
+
+    tasks = list(split_list(args.tasks)) or None
+    source = args.data_source or ("local" if args.data_dir else "bundled")
+    exported = export_lmeval(args.out_dir, tasks, source, args.data_dir, args.limit)  # type: ignore[arg-type]
+    for e in exported:
+        print(f"{e.lm_task}: {e.n_samples} samples ({source}) -> {e.yaml}")
+    print(f"run them with: lm_eval --model hf --model_args pretrained=MODEL --include_path {args.out_dir} "
+          f"--tasks {','.join(e.lm_task for e in exported)}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    """Register the commands on the top-level subparsers."""
+    run = sub.add_parser("run", help="score a model on tasks or a suite")
+    run.add_argument("--model", help="local folder or HF hub id (default: embedded SmolLM2-135M)")
+    run.add_argument("--backend", default="hf", help="hf, vllm or openai (default: hf)")
+    run.add_argument("--base-url", help="openai backend: the server, e.g. http://127.0.0.1:8000/v1")
+    run.add_argument("--api-key-env", help="openai backend: NAME of the environment variable holding the key")
+    run.add_argument("--concurrency", type=int, help="openai backend: requests in flight (default 8)")
+    run.add_argument("--timeout", type=float, help="openai backend: seconds per request (default 60)")
+    run.add_argument("--model-args", help="backend arguments, e.g. dtype=bfloat16,device=cuda")
+    run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--suite", help="suite name (see `harness tasks`)")
+    run.add_argument("--tasks", help="comma-separated task ids; lm_eval:NAME runs lm-eval's task NAME")
+    run.add_argument("--protocol", help="loglik, loglik_text, generate, cot, sc@K, voc (default: per task); "
+                     "sft / sft+NAME: fine-tune on each task's train split, then score with the task's "
+                     "default protocol / NAME")
+    run.add_argument("--sft-recipe", type=Path, help="--protocol sft: fine-tuning recipe YAML (method, max_steps, "
+                     "learning_rate, ...; default: LoRA, 30 steps)")
+    run.add_argument("--num-fewshot", type=int, default=0)
+    run.add_argument("--seed", type=int, default=1234)
+    run.add_argument("--limit", type=int, help="score only the first N samples of each task")
+    run.add_argument("--data-source", default="auto", choices=["auto", "bundled", "local", "hub"])
+    run.add_argument("--data-dir", type=Path, help="folder holding the local data files")
+    run.add_argument("--output", type=Path, help="run folder (default: runs/<suite>-<model>-<hash>)")
+    run.add_argument("--cache", type=Path, help="SQLite request cache (default: user cache)")
+    run.add_argument("--no-cache", action="store_true", help="do not use the request cache")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--include-tasks", type=Path, action="append",
+                     help="extra folder of task YAMLs (repeatable)")
+    run.add_argument("--lmeval-include", type=Path,
+                     help="folder of extra lm-eval task YAMLs, for --tasks lm_eval:NAME")
+    run.add_argument("--shard", help="I/N: score only shard I (0-based) of N of every task")
+    run.add_argument("--max-attempts", type=int, default=4,
+                     help="tries per request before its sample is unscored (default 4)")
+    run.add_argument("--store", help="after the run, import it into this results store (SQLite path or "
+                     "SQLAlchemy URL)")
+    for role, what in AUX_ROLES:
+        flag = role.replace("_", "-")
+        run.add_argument(f"--{flag}-model", help=f"{what}: its model ('default' = the embedded model)")
+        run.add_argument(f"--{flag}-backend", help=f"backend of the {flag} model: hf, vllm or openai (default: hf)")
+        run.add_argument(f"--{flag}-args", help=f"backend arguments of the {flag} model, e.g. "
+                         "base_url=http://127.0.0.1:8000/v1,api_key_env=MY_KEY_VAR")
+    run.set_defaults(func=cmd_run)
+
+    merge = sub.add_parser("merge", help="combine the shards of a run into one record")
+    merge.add_argument("runs", nargs="+", help="shard run folders")
+    merge.add_argument("--output", type=Path, required=True, help="folder for the merged run")
+    merge.set_defaults(func=cmd_merge)
+
+    tasks = sub.add_parser("tasks", help="list tasks and suites")
+    tasks.add_argument("--include-tasks", type=Path, action="append",
+                       help="extra folder of task YAMLs (repeatable)")
+    tasks.set_defaults(func=cmd_tasks)
+
+    show = sub.add_parser("show", help="print a finished (or partial) run")
+    show.add_argument("run", help="run folder or run.json")
+    show.set_defaults(func=cmd_show)
+
+    export = sub.add_parser("export-lmeval", help="write our MCQA tasks as lm-eval task YAMLs over local data")
+    export.add_argument("out_dir", type=Path, help="folder for the task YAMLs and data files")
+    export.add_argument("--tasks", help="comma-separated task ids (default: every MCQA task)")
+    export.add_argument("--data-dir", type=Path, help="read the full local data (else the bundled samples)")
+    export.add_argument("--data-source", choices=["bundled", "local", "hub"])
+    export.add_argument("--limit", type=int, help="first N samples of each task")
+    export.set_defaults(func=cmd_export_lmeval)

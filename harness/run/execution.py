@@ -1,0 +1,146 @@
+"""Executing a planned task: requests to the backends (one batch per kind and model), multi-stage
+follow-ups, scores appended to the sample log chunk by chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from harness.errors import CapabilityError, HarnessError
+from harness.run.folder import SampleLog, score_to_json
+from harness.run.planning import TaskPlan
+from harness.types import (
+    GenerationRequest,
+    LoglikelihoodRequest,
+    ModelBackend,
+    Request,
+    RequestFailure,
+    RequestKind,
+    RoutedRequest,
+    Sample,
+    Score,
+)
+
+ProgressFactory = Callable[[str, int, int], Any]
+
+
+def check_capabilities(backend: ModelBackend, plans: Sequence[TaskPlan]) -> None:
+    """Refuse up front a backend that cannot serve a plan's request kind (never mid-run)."""
+    for plan in plans:
+        if plan.protocol.kind not in backend.capabilities:
+            raise CapabilityError(
+                f"backend {backend.name!r} cannot serve {plan.protocol.kind.value} requests "
+                f"needed by task {plan.spec.task!r} (protocol {plan.protocol.name})"
+            )
+
+
+def request_size(request: Request) -> int:
+    if isinstance(request, RoutedRequest):
+        request = request.request
+    if isinstance(request, LoglikelihoodRequest):
+        return len(request.context) + len(request.continuation)
+    return len(request.prompt or "") + sum(len(m.content) for m in request.messages or ())
+
+
+def score_sample(plan: TaskPlan, sample: Sample, results: Sequence[Any]) -> Score:
+    """A sample with a failed request is unscored with the reason; never guessed."""
+    failures = [r for r in results if isinstance(r, RequestFailure)]
+    if failures:
+        return Score(None, explanation=f"request failed: {failures[0].reason}",
+                     metadata={"request_failed": True, "failures": [f.reason for f in failures]})
+    return plan.protocol.score(sample, results, plan.ctx)
+
+
+def call_by_kind(backend: ModelBackend, requests: Sequence[Request]) -> list[Any]:
+    """One call per request kind; results back in request order."""
+    results: list[Any] = [None] * len(requests)
+    for kind in RequestKind:
+        idx = [i for i, r in enumerate(requests) if r.kind == kind]
+        if not idx:
+            continue
+        if kind == RequestKind.LOGLIKELIHOOD:
+            ll = [r for r in (requests[i] for i in idx) if isinstance(r, LoglikelihoodRequest)]
+            out: list[Any] = backend.loglikelihood(ll)
+        else:
+            gen = [r for r in (requests[i] for i in idx) if isinstance(r, GenerationRequest)]
+            out = backend.generate(gen)
+        for i, res in zip(idx, out, strict=True):
+            results[i] = res
+    return results
+
+
+def dispatch(backends: Mapping[str | None, ModelBackend], requests: Sequence[Request]) -> list[Any]:
+    """Like call_by_kind, but RoutedRequests go to the auxiliary backend of their role (key None is the
+    model under test); results back in request order."""
+    by_role: dict[str | None, list[int]] = {}
+    for i, r in enumerate(requests):
+        by_role.setdefault(r.role if isinstance(r, RoutedRequest) else None, []).append(i)
+    results: list[Any] = [None] * len(requests)
+    for role, idx in by_role.items():
+        if role not in backends:
+            raise HarnessError(f"a protocol asked for the {role!r} model, but the run configures none")
+        batch = [r.request if isinstance(r, RoutedRequest) else r for r in (requests[i] for i in idx)]
+        for i, res in zip(idx, call_by_kind(backends[role], batch), strict=True):
+            results[i] = res
+    return results
+
+
+def execute_task(plan: TaskPlan, backends: Mapping[str | None, ModelBackend], sample_log: SampleLog, *,
+                 chunk_size: int, progress: ProgressFactory | None = None) -> None:
+    """Score the task's samples not yet in the sample log, chunk by chunk (resumable)."""
+    done = sample_log.done(plan.key)
+    # Longest prompts first: chunks (and so backend batches) hold prompts of similar
+    # length, which keeps padding small; results are keyed by id, so order is free.
+    todo = sorted((s for s in plan.samples if s.id not in done),
+                  key=lambda s: -sum(request_size(r) for r in plan.requests[s.id]))
+    bar = progress(plan.key, len(plan.samples), len(plan.samples) - len(todo)) if progress else None
+    try:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            flat: list[Request] = []
+            spans = []
+            for s in chunk:
+                reqs = plan.requests[s.id]
+                spans.append((len(flat), len(flat) + len(reqs)))
+                flat.extend(reqs)
+            results = dispatch(backends, flat)
+            per_sample = [list(results[a:b]) for a, b in spans]
+            _followups(plan, chunk, per_sample, backends)
+            entries = []
+            for s, sample_results in zip(chunk, per_sample, strict=True):
+                score = score_sample(plan, s, sample_results)
+                entries.append({
+                    "task_key": plan.key, "sample_id": s.id, "index": plan.index[s.id],
+                    "target": s.target,
+                    "prompt": plan.requests[s.id][0].key().get("context")
+                    or plan.requests[s.id][0].key().get("messages"),
+                    "score": score_to_json(score),
+                })
+            sample_log.append(entries)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _followups(plan: TaskPlan, chunk: Sequence[Sample], per_sample: list[list[Any]],
+               backends: Mapping[str | None, ModelBackend]) -> None:
+    """Run later stages of multi-stage protocols, batched across the chunk, until every
+    sample is done. A failed request ends that sample's stages (it is unscored)."""
+    while True:
+        pending: list[tuple[int, list[Request]]] = []
+        for i, (s, res) in enumerate(zip(chunk, per_sample, strict=True)):
+            if any(isinstance(r, RequestFailure) for r in res):
+                continue
+            nxt = plan.protocol.followup(s, res, plan.ctx)
+            if nxt:
+                pending.append((i, nxt))
+        if not pending:
+            return
+        flat = [r for _, reqs in pending for r in reqs]
+        results = dispatch(backends, flat)
+        pos = 0
+        for i, reqs in pending:
+            per_sample[i].extend(results[pos:pos + len(reqs)])
+            pos += len(reqs)

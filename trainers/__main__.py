@@ -1,5 +1,0 @@
-import sys
-
-from trainers.cli import main
-
-sys.exit(main())
