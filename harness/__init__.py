@@ -7,6 +7,8 @@ Layout section maps them."""
 
 from __future__ import annotations
 
+from harness.registry import lazy_exports
+
 __version__ = "0.1.0"
 
 # Public names load lazily so `import harness` (and `harness --help`) stays fast.
@@ -33,10 +35,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str) -> object:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'harness' has no attribute {name!r}")
+__getattr__ = lazy_exports('harness', _EXPORTS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
 from harness.errors import HarnessError
@@ -93,3 +93,15 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, self.names(), n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names())})"
+
+
+def lazy_exports(package: str, exports: Mapping[str, str]) -> Callable[[str], object]:
+    """A package's module-level __getattr__ that imports each public name (name -> module) on
+    first use, so importing the package stays light (no torch, scipy or sqlalchemy)."""
+
+    def __getattr__(name: str) -> object:
+        if name in exports:
+            return getattr(importlib.import_module(exports[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__

@@ -3,6 +3,8 @@ Bradley–Terry rankings, and calibration studies against human labels."""
 
 from __future__ import annotations
 
+from harness.registry import lazy_exports
+
 # Public names load lazily: scipy, sklearn, krippendorff and the backends load only when used.
 _EXPORTS = {
     "JudgeConfig": "judges.judge",
@@ -38,10 +40,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> object:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'judges' has no attribute {name!r}")
+__getattr__ = lazy_exports('judges', _EXPORTS)

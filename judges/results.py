@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.scoring.intervals import MetricValue
+from harness.scoring.intervals import MetricValue, format_value_ci
 from leaderboard.store import GenericResult, ResultsFile, Store
 
 JUDGE_POINTWISE = "judge_pointwise"
@@ -61,11 +61,9 @@ def generic(kind: str, name: str, model_name: str, model_fingerprint: str, finge
 
 def fmt(value: MetricValue | None, digits: int = 3) -> str:
     """0.512 [0.401, 0.620] or "-"."""
-    if value is None or value.value is None:
+    if value is None:
         return "-"
-    if value.ci_low is None or value.ci_high is None:
-        return f"{value.value:.{digits}f}"
-    return f"{value.value:.{digits}f} [{value.ci_low:.{digits}f}, {value.ci_high:.{digits}f}]"
+    return format_value_ci(value.value, value.ci_low, value.ci_high, digits=digits, missing="-")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -3,6 +3,8 @@ a static HTML site, and `compare` with paired significance tests for nightly reg
 
 from __future__ import annotations
 
+from harness.registry import lazy_exports
+
 # Public names load lazily: sqlalchemy, jinja2 and scipy load only when used.
 _EXPORTS = {
     "Store": "leaderboard.store",
@@ -22,10 +24,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> object:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'leaderboard' has no attribute {name!r}")
+__getattr__ = lazy_exports('leaderboard', _EXPORTS)

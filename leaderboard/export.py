@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from harness.scoring.intervals import format_value_ci
 from leaderboard.rankings import PROMPTED, Leaderboard
 
 FORMATS = ("table", "md", "csv", "json")
@@ -18,11 +19,7 @@ def _num(value: float | None) -> str:
 
 
 def _with_ci(value: float | None, low: float | None, high: float | None) -> str:
-    if value is None:
-        return "n/a"
-    if low is None or high is None:
-        return _num(value)
-    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+    return format_value_ci(value, low, high)
 
 
 def _grid(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:

@@ -4,6 +4,8 @@ transformers + peft + trl (trainers.stages), paradigm recipes (trainers/recipes/
 
 from __future__ import annotations
 
+from harness.registry import lazy_exports
+
 # Public names load lazily: `import trainers` stays light, torch and trl load on use.
 _EXPORTS = {
     "Recipe": "trainers.recipe",
@@ -30,10 +32,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> object:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'trainers' has no attribute {name!r}")
+__getattr__ = lazy_exports('trainers', _EXPORTS)

@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from harness.run.records import RunRecord
+from harness.scoring.intervals import format_value_ci
 
 
 def _fmt_metric(m: dict[str, Any]) -> str:
-    if m.get("value") is None:
-        return "n/a"
     low, high = m.get("ci") or (None, None)
-    ci = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
-    return f"{m['value']:.3f}{ci}"
+    return format_value_ci(m.get("value"), low, high)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:

@@ -5,6 +5,8 @@ IFT stage."""
 
 from __future__ import annotations
 
+from harness.registry import lazy_exports
+
 # Heavy names (trl, torch) load lazily.
 _EXPORTS = {
     "SFTRecipe": "trainers.task_sft.recipe",
@@ -20,10 +22,4 @@ _EXPORTS = {
 
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> object:
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'trainers.task_sft' has no attribute {name!r}")
+__getattr__ = lazy_exports('trainers.task_sft', _EXPORTS)
