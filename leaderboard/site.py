@@ -1,6 +1,8 @@
 """Static leaderboard site: index (sortable, filterable ranking), one page per model (task
-details, CI bars, judge radar, example answers), leaderboard.json. No network at view time:
-the CSS and JS are copied next to the pages, the plots are inline SVG computed here.
+details, CI bars, judge radar, the history of its main metrics across runs, example answers,
+judge results with each judge's measured agreement with humans), case-study pages (every
+model's answer to one question side by side), leaderboard.json. No network at view time: the
+CSS and JS are copied next to the pages, the plots are inline SVG computed here.
 
 Model output, prompts and even model names are untrusted text: templates autoescape every
 value, the page's Content-Security-Policy allows only its own script file, and the script
@@ -20,7 +22,10 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from harness.errors import HarnessError
 from harness.run.folder import RunFolder
+from leaderboard.casestudy import case_studies, index_rows
+from leaderboard.entries import GenericResult, StoredTaskResult
 from leaderboard.export import to_json
+from leaderboard.history import model_history
 from leaderboard.rankings import (
     JUDGE_DIMENSIONS,
     Cell,
@@ -30,6 +35,7 @@ from leaderboard.rankings import (
 )
 
 ASSETS = ("style.css", "app.js")
+HUMAN_AGREEMENT = "judge_human_agreement"  # judges.human.calibrate.JUDGE_HUMAN_AGREEMENT
 EXAMPLES_PER_TASK = 3
 PROMPT_CHARS = 1200
 BAR_WIDTH = 120
@@ -116,6 +122,14 @@ def _target_text(target: Any) -> str:
     return "" if target is None else str(target)
 
 
+def _output_text(score: dict[str, Any]) -> str:
+    """The model's generated text (generative and NER tasks keep it in the score's metadata), shortened."""
+    output = (score.get("metadata") or {}).get("output")
+    if not isinstance(output, str):
+        return ""
+    return output if len(output) <= PROMPT_CHARS else output[:PROMPT_CHARS] + " […]"
+
+
 def examples(row: ModelRow, columns: Sequence[TaskColumn]) -> dict[str, dict[str, Any]]:
     """A few samples per task from each run's samples.jsonl (first by index), or why not."""
     out: dict[str, dict[str, Any]] = {}
@@ -138,7 +152,7 @@ def examples(row: ModelRow, columns: Sequence[TaskColumn]) -> dict[str, dict[str
         out[col.key] = {"error": None, "samples": [
             {"id": e["sample_id"], "prompt": _prompt_text(e.get("prompt")), "target": _target_text(e.get("target")),
              "answer": e["score"].get("answer"), "explanation": e["score"].get("explanation"),
-             "value": e["score"].get("value")}
+             "output": _output_text(e["score"]), "value": e["score"].get("value")}
             for e in entries[:EXAMPLES_PER_TASK]
         ]}
     return out
@@ -151,11 +165,26 @@ def _environment() -> Environment:
     )
 
 
-def build_site(lb: Leaderboard, out_dir: Path) -> SiteOutput:
-    """Write index.html, models/<slug>.html, assets/ and leaderboard.json under out_dir."""
+def human_calibration(result: GenericResult, lb: Leaderboard) -> GenericResult | None:
+    """The agreement with human labels (kind judge_human_agreement) measured for the judge that
+    produced `result`: the same judge fingerprint, else the same judge model; None: not
+    calibrated. The most recent measurement counts."""
+    if not result.kind.startswith("judge_") or result.kind == HUMAN_AGREEMENT:
+        return None
+    jfp, model = result.details.get("judge_fingerprint"), result.details.get("judge_model")
+    found = [g for r in lb.rows for g in r.extras.values() if g.kind == HUMAN_AGREEMENT and (
+        (jfp and g.details.get("judge_fingerprint") == jfp) or (model and g.model_name == model))]
+    return max(found, key=lambda g: g.created_at) if found else None
+
+
+def build_site(lb: Leaderboard, out_dir: Path, *, history: Sequence[StoredTaskResult] = ()) -> SiteOutput:
+    """Write index.html, models/<slug>.html, case-study/ pages, assets/ and leaderboard.json
+    under out_dir. `history`: every stored task result (Store.task_results()), for the
+    per-model history charts; without it the model pages have none."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "models").mkdir(exist_ok=True)
     (out_dir / "assets").mkdir(exist_ok=True)
+    (out_dir / "case-study").mkdir(exist_ok=True)
     templates = resources.files("leaderboard") / "templates"
     for name in ASSETS:
         (out_dir / "assets" / name).write_text((templates / name).read_text(encoding="utf-8"), encoding="utf-8")
@@ -175,9 +204,17 @@ def build_site(lb: Leaderboard, out_dir: Path) -> SiteOutput:
     def bar(cell: Cell | None, key: str) -> dict[str, float] | None:
         return None if cell is None else ci_bar(cell.value, cell.ci_low, cell.ci_high, domains[key])
 
-    common = {"lb": lb, "bar": bar, "ci_bar": ci_bar, "domains": domains, "examples_per_task": EXAMPLES_PER_TASK}
+    studies = case_studies(lb, _prompt_text, _target_text)
+    common = {"lb": lb, "bar": bar, "ci_bar": ci_bar, "domains": domains, "examples_per_task": EXAMPLES_PER_TASK,
+              "case_studies": index_rows(studies), "calibration": lambda r: human_calibration(r, lb)}
     index = out_dir / "index.html"
     index.write_text(env.get_template("index.html").render(**common, root=""), encoding="utf-8")
+    (out_dir / "case-study" / "index.html").write_text(env.get_template("case_index.html").render(
+        **common, root="../"), encoding="utf-8")
+    for study in studies:
+        (out_dir / "case-study" / f"{study.slug}.html").write_text(env.get_template("case_study.html").render(
+            **common, root="../", study=study), encoding="utf-8")
+    better = {c.main_metric: c.higher_is_better for c in lb.columns}
     pages = []
     for row in lb.rows:
         dims = row.judge_dimensions()
@@ -185,6 +222,7 @@ def build_site(lb: Leaderboard, out_dir: Path) -> SiteOutput:
         page.write_text(env.get_template("model.html").render(
             **common, root="../", row=row, examples=examples(row, lb.columns),
             radar=radar(dims) if dims else None, dims=dims,
+            history=model_history(history, row.model_fingerprint, row.model_name, better),
         ), encoding="utf-8")
         pages.append(page)
     (out_dir / "leaderboard.json").write_text(to_json(lb), encoding="utf-8")
