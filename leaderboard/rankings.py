@@ -194,11 +194,14 @@ def _distinguish(fingerprints: Sequence[str]) -> dict[str, str]:
 
 
 def _latest(results: Sequence[StoredTaskResult]) -> dict[tuple[str, str], StoredTaskResult]:
-    """Per (model, task key) the result of the most recently finished run. One model's results
-    for one task under two fingerprints are never both ranked (they would average together);
-    the older stays in the store."""
+    """Per (model, task key) the result over the most samples, and among those the most recently
+    finished run's: a later `--limit 10` run never replaces a full one (a subset never passes for the
+    whole). One model's results for one task under two fingerprints are never both ranked (they
+    would average together); the other stays in the store."""
     out: dict[tuple[str, str], StoredTaskResult] = {}
-    order = sorted(results, key=lambda r: (r.run.finished_at or r.run.created_at, r.run.run_key))
+    # n = 0 is no result (a store written before such results were refused holds some)
+    scored = [r for r in results if r.main_metric in r.metrics and r.metrics[r.main_metric].n_scored > 0]
+    order = sorted(scored, key=lambda r: (r.n_samples, r.run.finished_at or r.run.created_at, r.run.run_key))
     for res in order:
         out[(res.run.model_fingerprint, res.task_key)] = res
     return out
@@ -270,6 +273,7 @@ def build_leaderboard(
     # never run get a row too.
     extra_keys: dict[tuple[str, str, str], ExtraColumn] = {}
     fps_per_extra: dict[tuple[str, str], set[str]] = {}
+    generic = [g for g in generic if g.n > 0]  # n = 0 is no result
     for g in generic:
         fps_per_extra.setdefault((g.kind, g.name), set()).add(g.fingerprint)
     for g in sorted(generic, key=lambda g: g.created_at):
@@ -292,9 +296,10 @@ def build_leaderboard(
     average_metrics = [average_key(metric, name) for _, name, metric in groups]
     for row in rows.values():
         for (_, name, metric), avg_key in zip(groups, average_metrics, strict=True):
+            # a model with only judge results (e.g. a judge never scored on the tasks) has no cells
             cells = [row.cells[c.key] for c in columns
-                     if c.comparable and c.regime == name and c.main_metric == metric]
-            row.averages[avg_key] = _average(metric, cells, name)
+                     if c.comparable and c.regime == name and c.main_metric == metric and c.key in row.cells]
+            row.averages[avg_key] = _average(metric, cells, name)  # n/a without cells
     by_name: dict[str, list[ModelRow]] = {}
     for row in rows.values():
         by_name.setdefault(row.model_name, []).append(row)

@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 
+def _scored_any(metric: dict[str, Any] | None) -> bool:
+    return bool(metric) and int(metric.get("n_scored") or 0) > 0 and metric.get("value") is not None  # type: ignore[union-attr]
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat()
 
@@ -186,6 +190,10 @@ class Store:
             run_path=str(folder.resolve()), record=record.model_dump_json(), imported_at=_now(),
         ))
         for task_key, res in record.tasks.items():
+            if not _scored_any(res.metrics.get(res.main_metric)):  # n = 0 is no result: never shown
+                log.warning("run %s, task %s: nothing was scored (n = 0); not stored as a result",
+                            record.run_id, task_key)
+                continue
             tkey = task_result_key(rkey, task_key, res.task_fingerprint)
             conn.execute(task_results_table.insert().values(
                 result_key=tkey, run_key=rkey, task_key=task_key, task=res.task,
@@ -211,6 +219,10 @@ class Store:
         stored is skipped; a different one under the same key is refused."""
         added = 0
         for res in results:
+            if res.n <= 0:  # e.g. a judge run that judged nothing
+                log.warning("result %s/%s for %s: nothing was scored (n = 0); not stored", res.kind, res.name,
+                            res.model_name)
+                continue
             for _ in range(2):
                 with self.engine.connect() as conn:
                     stored = conn.execute(

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-# A fault is one of: None (answer), ("429", retry_after), ("500",), ("hang", seconds), ("truncated",)
+# A fault is one of: None (answer), ("429", retry_after), ("500",), ("401",), ("404",),
+# ("hang", seconds), ("truncated",)
 Fault = tuple[Any, ...] | None
 
 
@@ -51,6 +52,11 @@ class FaultServer:
                                           {"Retry-After": str(fault[1])})
                     if kind == "500":
                         return self._send(500, {"error": {"message": "internal error"}})
+                    if kind == "401":
+                        return self._send(401, {"error": {"message": "Incorrect API key provided"}})
+                    if kind == "404":
+                        missing = f"The model `{body.get('model')}` does not exist"
+                        return self._send(404, {"error": {"message": missing}})
                     if kind == "hang":
                         time.sleep(fault[1])
                         return self._send(504, {"error": {"message": "late"}})

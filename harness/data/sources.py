@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,33 +27,44 @@ def tasks_dir() -> Path:
     return Path(tasks.__file__).parent
 
 
+# Data files are read as `utf-8-sig` (a leading byte-order mark is dropped, as editors on Windows
+# write one) and in universal-newline mode (CRLF line ends become LF), so no field keeps a
+# "\ufeff" or a trailing "\r".
+ENCODING = "utf-8-sig"
+
+
+def _json_error(exc: json.JSONDecodeError) -> str:
+    """The whole message: `exc.msg` alone can end mid-phrase ("Unterminated string starting at")."""
+    return f"{exc.msg}: column {exc.colno}"
+
+
 def _iter_records(path: Path, reader: str) -> Iterator[tuple[int, Mapping[str, Any]]]:
     """Yield (1-based line/record number, record)."""
     if reader == "jsonl":
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding=ENCODING) as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 try:
                     yield lineno, json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise HarnessError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
+                    raise HarnessError(f"{path}:{lineno}: invalid JSON: {_json_error(exc)}") from None
     elif reader == "json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding=ENCODING))
         except json.JSONDecodeError as exc:
-            raise HarnessError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+            raise HarnessError(f"{path}:{exc.lineno}: invalid JSON: {_json_error(exc)}") from None
         if isinstance(data, dict):
             for n, (key, value) in enumerate(data.items(), 1):
                 yield n, {"_key": key, **value}
         else:
             yield from enumerate(data, 1)
     elif reader == "csv":
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding=ENCODING, newline="") as f:
             for lineno, row in enumerate(csv.reader(f), 1):
                 yield lineno, {"_row": row}
     elif reader == "csv_header":
-        with path.open(encoding="utf-8", newline="") as f:
+        with path.open(encoding=ENCODING, newline="") as f:
             table = csv.DictReader(f)
             for record in table:
                 yield table.line_num, record
@@ -68,9 +80,9 @@ def _iter_conll(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
     tokens: list[str] = []
     tags: list[str] = []
     start = 0
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding=ENCODING) as f:
         for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
+            line = line.rstrip("\r\n")
             if not line.strip():
                 if tokens:
                     yield start, {"tokens": tokens, "tags": tags}
@@ -87,21 +99,60 @@ def _iter_conll(path: Path) -> Iterator[tuple[int, Mapping[str, Any]]]:
         yield start, {"tokens": tokens, "tags": tags}
 
 
+@dataclass
+class SplitData:
+    """A split as read: its samples, the file they came from, and the exact duplicate records found
+    (pairs [first line, repeated line]); with `deduplicated` the repeats were dropped."""
+
+    samples: list[Sample]
+    where: str
+    duplicates: list[list[int]] = field(default_factory=list)
+    deduplicated: bool = False
+
+    def record_extra(self) -> dict[str, Any]:
+        """What a task's record says about the split's duplicates (nothing when there are none)."""
+        if not self.duplicates:
+            return {}
+        return {"duplicates": self.duplicates, "duplicates_scored": "once" if self.deduplicated else "both"}
+
+
+def describe_duplicates(pairs: list[list[int]]) -> str:
+    """"lines 2 = 7, 4 = 9" (the first ten pairs)."""
+    shown = ", ".join(f"{a} = {b}" for a, b in pairs[:10])
+    return f"lines {shown}" + (f" and {len(pairs) - 10} more" if len(pairs) > 10 else "")
+
+
 def _adapt(
     records: Iterator[tuple[int, Mapping[str, Any]]], record: str, options: Mapping[str, Any],
-    where: str,
-) -> list[Sample]:
+    where: str, dedup: bool = False,
+) -> SplitData:
+    """Adapt every record. Exact duplicate records (same content) are found by content; they are
+    kept (with a unique id) unless `dedup`."""
     adapter = ADAPTERS.get(record)
-    out = []
+    out: list[Sample] = []
+    first_line: dict[str, int] = {}
+    duplicates: list[list[int]] = []
+    ids: set[str] = set()
     for index, (num, rec) in enumerate(records):
+        content = json.dumps(rec, sort_keys=True, ensure_ascii=False, default=str)
+        original = first_line.setdefault(content, num)
+        repeat = original != num
         try:
             sample = adapter(rec, index, options)
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             what = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
             raise HarnessError(f"{where}: record {num}: {what} (adapter {record!r})") from None
-        if sample is not None:
-            out.append(sample)
-    return out
+        if sample is None:
+            continue
+        if repeat:
+            duplicates.append([original, num])
+            if dedup:
+                continue
+            if sample.id in ids:  # an id derived from the record's fields: keep ids unique
+                sample = replace(sample, id=f"{sample.id}-line{num}")
+        ids.add(sample.id)
+        out.append(sample)
+    return SplitData(out, where, duplicates, dedup and bool(duplicates))
 
 
 def _load_ids(flt: IdFilter) -> set[str]:
@@ -118,15 +169,24 @@ def _apply_filter(samples: list[Sample], flt: IdFilter | None) -> list[Sample]:
     return [s for s in samples if (str(s.metadata.get(flt.key)) in ids) == keep]
 
 
-def load_local(src: LocalSource, data_dir: Path) -> list[Sample]:
+def load_local(src: LocalSource, data_dir: Path, dedup: bool = False) -> list[Sample]:
+    return read_local(src, data_dir, dedup).samples
+
+
+def read_local(src: LocalSource, data_dir: Path, dedup: bool = False) -> SplitData:
     path = data_dir / src.path
     if not path.is_file():
         raise HarnessError(f"data file not found: {path} (check --data-dir)")
-    samples = _adapt(_iter_records(path, src.reader), src.record, src.options, str(path))
-    return _apply_filter(samples, src.ids)
+    data = _adapt(_iter_records(path, src.reader), src.record, src.options, str(path), dedup)
+    data.samples = _apply_filter(data.samples, src.ids)
+    return data
 
 
-def load_hub(src: HubSource) -> list[Sample]:
+def load_hub(src: HubSource, dedup: bool = False) -> list[Sample]:
+    return read_hub(src, dedup).samples
+
+
+def read_hub(src: HubSource, dedup: bool = False) -> SplitData:
     """Load through `datasets` at the pinned revision. With HF_HUB_OFFLINE=1 only the local
     datasets cache (or a local folder given as `path`) is used."""
     import datasets
@@ -140,8 +200,9 @@ def load_hub(src: HubSource) -> list[Sample]:
             f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
     records = ((i + 1, rec) for i, rec in enumerate(ds))
-    samples = _adapt(records, src.record, src.options, f"{src.path}[{src.split}]")
-    return _apply_filter(samples, src.ids)
+    data = _adapt(records, src.record, src.options, f"{src.path}[{src.split}]", dedup)
+    data.samples = _apply_filter(data.samples, src.ids)
+    return data
 
 
 def load_bundled(name: str) -> list[Sample]:
@@ -157,30 +218,45 @@ def load_bundled(name: str) -> list[Sample]:
     return out
 
 
-def load_split(spec: TaskSpec, split: str, source: SourceKind, data_dir: Path | None) -> list[Sample]:
+def load_split(spec: TaskSpec, split: str, source: SourceKind, data_dir: Path | None, *,
+               dedup: bool = False) -> list[Sample]:
+    """The split's samples (see read_split)."""
+    return read_split(spec, split, source, data_dir, dedup=dedup).samples
+
+
+def read_split(spec: TaskSpec, split: str, source: SourceKind, data_dir: Path | None, *,
+               dedup: bool = False) -> SplitData:
+    """The split's samples and what was found reading them. Exact duplicate records are warned
+    about, naming their lines; they are both scored unless `dedup` (each scored once)."""
     sources = spec.splits.get(split)
     if sources is None:
         raise ConfigError(f"task {spec.task!r} has no split {split!r}", file=spec.source_file)
     if source == "bundled":
         if sources.bundled is None:
             raise HarnessError(f"task {spec.task!r} ships no bundled samples for split {split!r}")
-        samples = load_bundled(sources.bundled)
+        where = str(tasks_dir() / "samples" / sources.bundled)
+        data = SplitData(load_bundled(sources.bundled), where)
     elif source == "local":
         if sources.local is None:
             raise HarnessError(f"task {spec.task!r} has no local source for split {split!r}")
         if data_dir is None:
             raise HarnessError("local data needs --data-dir")
-        samples = load_local(sources.local, data_dir)
+        data = read_local(sources.local, data_dir, dedup)
     else:
         if sources.hub is None:
             raise HarnessError(f"task {spec.task!r} has no hub source for split {split!r} "
                                "(use --data-dir DIR, or --data-source bundled for its bundled sample)")
-        samples = load_hub(sources.hub)
-    if not samples:
-        raise HarnessError(f"task {spec.task!r}: split {split!r} ({source}) holds no samples")
+        data = read_hub(sources.hub, dedup)
+    if not data.samples:
+        raise HarnessError(f"task {spec.task!r}: split {split!r} ({source}) holds no samples: {data.where}")
     seen: set[str] = set()
-    for s in samples:
+    for s in data.samples:
         if s.id in seen:
             raise HarnessError(f"task {spec.task!r}: duplicate sample id {s.id!r} in {split!r}")
         seen.add(s.id)
-    return samples
+    if data.duplicates:
+        action = ("each scored once (--dedup)" if data.deduplicated
+                  else "both are scored (pass --dedup to score each once)")
+        log.warning("task %s, split %s: %d exact duplicate record(s) in %s: %s; %s", spec.task, split,
+                    len(data.duplicates), data.where, describe_duplicates(data.duplicates), action)
+    return data

@@ -12,10 +12,19 @@ not wrong, and `method` says why, so the extraction-failure rate can be broken d
   the final explicit statement wins; two different answers in the closing statement, or no
   conclusion at all, are unsure.
 
+- `model`: the protocol's rule (`choice` or `last_answer`), then, where it is unsure, an
+  auxiliary extractor model asked in a follow-up stage (harness.protocols.model_extract).
+
 Hand-written rules: no maintained library extracts multiple-choice answers (lm-eval and
-simple-evals keep one regex per task). They run in order of confidence: explicit statements
-("the answer is (C)", "\\boxed{C}", "答案是C"), then a label opening a line ("C) Aspirin"),
-then a mention of exactly one label or option text in running text.
+simple-evals keep one regex per task). First a JSON answer key (`"final_answer": "C"`), or the
+last retraction that decides ("wait, no", "scratch that", "actually, B": what follows it counts;
+nothing after a strong one is unsure). Then, in order of confidence: explicit statements
+("the answer is (C)", "\\boxed{C}", "答案是C", "正解はB", "Answer: 4"; not inside a hypothetical,
+"if it were X the answer would be A"), one option marked in a table or list ("| C | ✓ |", "[x] B"),
+a label opening a line ("C) Aspirin"), then a mention of exactly one label or option text in
+running text, and last a short reply naming one option in other words. Before that, ordinals
+and option numbers are rewritten as labels ("the third option", "第三个选项" -> "option C"); an
+option's text matches near-verbatim (articles, plurals, abbreviations such as IV).
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ DEFAULT_EXTRACTOR = "choice"
 Mode = Literal["explicit", "lead", "running"]
 CONFLICT = -1  # a label followed by another option's text: "C) Ibuprofen" when C is Aspirin
 AMBIGUOUS = -2  # two labels joined: "A or B", "A and C", "yes/no"
+OUTSIDE = -3  # an answer that is no option: "The answer is (E)" of four, "Answer: 7"
 
 _I = re.IGNORECASE
 # After a bare label, what lets it stand alone: the end, punctuation, a conjunction or a verb
@@ -74,7 +84,8 @@ _NEG_AFTER = re.compile(
     r"excluded\b|eliminated\b)|[ \t]+\w+n't\b",
     _I,
 )
-_JOINER = re.compile(r"[ \t]*(?:(?:,|/|&|\bor\b|\band\b|\bnor\b)[ \t]*)+(?:(?:option|choice)[ \t]+)?", _I)
+_JOINER = re.compile(r"[ \t]*(?:\.{2,}|…)?[ \t]*(?:(?:,|/|&|\bor\b|\band\b|\bnor\b)[ \t]*)+"
+                     r"(?:(?:maybe|perhaps|possibly|probably)[ \t]+)?(?:(?:option|choice)[ \t]+)?", _I)
 _LOOKBACK = 48  # characters searched before a mention for a negation or a name; keeps long texts linear
 _JOINED_BEFORE = re.compile(r"(?:,|/|&|\bor\b|\band\b)[ \t]*$", _I)
 _SEPARATOR = re.compile(r"[ \t]*[\.\)\(\[\]:,;=\-–—]*[ \t]*")
@@ -117,11 +128,57 @@ _EXPLICIT: tuple[tuple[str, re.Pattern[str]], ...] = (
         rf"my[ \t]+(?:choice|pick|selection|guess)[ \t]+){_VERB}{_TAIL}", _I)),
     # "I would choose B", "I'd go with C"
     ("chosen", re.compile(
-        r"\b(?:i|we)(?:[ \t]+would|[ \t]+will|'d|'ll)?[ \t]+(?:choose|select|pick|go[ \t]+with|"
-        r"opt[ \t]+for)[ \t]+(?:(?:option|choice|answer)[ \t]+)?", _I)),
+        r"\b(?:i|we)(?:(?:[ \t]+would|[ \t]+will|'d|'ll)?[ \t]+(?:choose|select|pick|go[ \t]+with|opt[ \t]+for)|"
+        r"(?:[ \t]+would|'d)[ \t]+say)[ \t]+(?:(?:option|choice|answer)[ \t]+)?", _I)),
     # "答案：C" (full-width colon after NFKC), "答案是C", "正确答案为C", "选C"
-    ("zh", re.compile(r"答案[ \t]*(?:是|为|应为|应该是)?[ \t]*:?[ \t]*(?:选项)?[ \t]*|选择?[ \t]*")),
+    ("zh", re.compile(r"答案[ \t]*(?:是|为|應為|应为|应该是)?[ \t]*:?[ \t]*(?:选项|選項)?[ \t]*|选择?[ \t]*")),
+    # Japanese "正解はB", "答え：C"; Korean "정답은 B"
+    ("ja_ko", re.compile(r"(?:正解|答え|解答|정답|답)[ \t]*(?:は|:|=|은|는|:)[ \t]*(?:選択肢|선택지)?[ \t]*")),
+    # "La respuesta correcta es la B", "La bonne réponse est C", "Die richtige Antwort ist B",
+    # "A resposta é D", "La risposta è A", "Antwort: B"
+    ("intl", re.compile(
+        r"\b(?:respuesta|r[ée]ponse|antwort|resposta|risposta)(?:[ \t]+(?:correcta|correcte|correta|"
+        r"corretta|richtige|final|finale|exacte))?(?:[ \t]*[:=]|[ \t]+(?:es|est|ist|é|è|lautet|sería|serait|"
+        r"wäre|seria|sarebbe)\b)[ \t]*(?:(?:la|le|l'|a|die)[ \t]+)?(?:(?:opción|opcion|option|opção|opzione|"
+        r"alternativa)[ \t]+)?", _I)),
+    # A conclusion naming a label: "... so D", "Therefore, it's (B)", "Hence I'd pick C."
+    ("conclusion", re.compile(
+        r"\b(?:so|therefore|thus|hence|consequently)[ \t]*,?[ \t]+(?:it(?:'s|[ \t]+is|[ \t]+must[ \t]+be)"
+        r"[ \t]+|(?:i|we)(?:'d|'ll|[ \t]+will|[ \t]+would)?[ \t]+(?:choose|pick|go[ \t]+with|select)[ \t]+)?"
+        r"(?:(?:option|choice)[ \t]+)?(?=\(?[A-Za-z]\)?[ \t]*(?:$|[.!,;:\n]))", _I)),
 )
+# An option number where an explicit statement names its answer: "Answer: 4", "答案是3".
+_NUMBER = re.compile(r"(?:(?:number|no\.?|#)[ \t]*)?[\(\[]?[ \t]*(?P<n>[1-9])[ \t]*[\)\]]?(?![\d])(?![.,]\d)"
+                     r"(?=[ \t]*(?:$|[.!,;:\n\)]|(?:or|and|because|since)\b))", _I)
+# A letter outside the options where an explicit statement names its answer: "The answer is (F)".
+_OUTSIDE = re.compile(r"(?:\([ \t]*(?P<b>[A-Za-z])[ \t]*\)|(?P<l>[A-Z]))(?=[ \t]*(?:$|[.!,;:\n]))")
+# Ordinals and option numbers, rewritten to "option X" before extraction: "the third option",
+# "option 3", "第三个选项", "选项3", "3番目の選択肢", "la tercera opción", "die dritte Option".
+_ORDINALS: dict[str, int] = {}
+for _n, _words in enumerate((
+    "first 1st primera primero premi[eè]re premier erste[nrs]? primeira prima primo",
+    "second 2nd segunda segundo deuxi[eè]me seconde? zweite[nrs]? seconda secondo",
+    "third 3rd tercera tercero troisi[eè]me dritte[nrs]? terceira terza terzo",
+    "fourth 4th cuarta cuarto quatri[eè]me vierte[nrs]? quarta quarto",
+    "fifth 5th quinta quinto cinqui[eè]me f[üu]nfte[nrs]? quinta quinto",
+    "sixth 6th sexta sexto sixi[eè]me sechste[nrs]? sesta sesto",
+)):
+    for _w in _words.split():
+        _ORDINALS.setdefault(_w, _n)
+_CJK_NUMBERS = {c: i for i, c in enumerate("一二三四五六七八九")}
+_ORDINAL_WORD = re.compile(
+    r"(?:\bthe[ \t]+(?=(?:first|second|third|fourth|fifth|sixth|last|[1-6](?:st|nd|rd|th))\b)|"
+    r"\b(?:(?:la|le|l'|die|der|das|a|o|il)[ \t]*)?"
+    r"(?!(?:first|second|third|fourth|fifth|sixth|last|[1-6](?:st|nd|rd|th))\b))"
+    rf"(?P<ord>{'|'.join(_ORDINALS)}|last)[ \t]+(?:option|choice|answer|alternative|one|opci[oó]n|op[cç][aã]o|"
+    r"opzione|alternativa|r[ée]ponse|respuesta|resposta|risposta|antwort(?:m[öo]glichkeit)?)\b"
+    r"(?![ \t]+(?:of|for|in|to|treatment|therapy|drug|agent|line|management)\b)", _I)
+_OPTION_NUMBER = re.compile(r"\b(?P<w>option|choice|opci[oó]n|op[cç][aã]o|opzione|alternativa)[ \t]*"
+                            r"(?:number|no\.?|n[º°]|#)?[ \t]*(?P<n>[1-9])(?![\d])(?![.,]\d)", _I)
+_CJK_ORDINAL = re.compile(r"第[ \t]*(?P<n>[1-9一二三四五六七八九])[ \t]*(?:个|個|项|項|の)?[ \t]*"
+                          r"(?:选项|選項|选择|選択肢|项|項|答案)|"
+                          r"(?:选项|選項|選択肢)[ \t]*(?P<m>[1-9一二三四五六七八九])(?![\d])|"
+                          r"(?P<k>[1-9])[ \t]*番目?(?:の選択肢)?|(?P<j>[一二三四五六七八九])[ \t]*番目(?:の選択肢)?")
 
 
 @dataclass(frozen=True)
@@ -142,7 +199,7 @@ def _token_re(labels: tuple[str, ...]) -> re.Pattern[str]:
 @functools.lru_cache(maxsize=256)
 def _mention_re(labels: tuple[str, ...]) -> re.Pattern[str]:
     token = _token_re(labels).pattern
-    return re.compile(rf"(?<![A-Za-z0-9'\-\\.])(?P<pre>(?:option|choice|letter)[ \t]+)?{token}", _I)
+    return re.compile(rf"(?<![A-Za-z0-9'\-\\.])(?<![A-Za-z0-9]/)(?P<pre>(?:option|choice|letter)[ \t]+)?{token}", _I)
 
 
 @functools.lru_cache(maxsize=256)
@@ -150,20 +207,98 @@ def _label_first_re(labels: tuple[str, ...]) -> re.Pattern[str]:
     """The label first: "C is correct", "Option (B) is the best answer", "A is the answer"."""
     token = _token_re(labels).pattern
     return re.compile(
-        rf"(?<![A-Za-z0-9'\-\\.])(?P<pre>(?:option|choice)[ \t]+)?{token}[ \t]+(?:is|would[ \t]+be|seems)"
-        r"[ \t]+(?:the[ \t]+)?(?:(?:correct|right|best|most[ \t]+(?:likely|appropriate)|final)\b|answer\b)",
+        rf"(?<![A-Za-z0-9'\-\\.])(?P<pre>(?:option|choice)[ \t]+)?{token}(?:[ \t]+(?:is|would[ \t]+be|seems)"
+        r"[ \t]+(?:the[ \t]+)?(?:(?:correct|right|best|most[ \t]+(?:likely|appropriate)|final)\b|answer\b)|"
+        r"[ \t]*(?:是|为|為|が)[ \t]*(?:正确|正確|最佳|最合适|对的|正解))",  # "选项C是正确的", "Cが正解"
         _I,
     )
 
 
+# Abbreviations an answer may use for an option's words, both ways ("IV" for "intravenous").
+_ABBREVIATIONS: dict[str, tuple[str, ...]] = {
+    "iv": ("intravenous", "intravenously"), "im": ("intramuscular", "intramuscularly"),
+    "po": ("oral", "orally", "by mouth"), "sc": ("subcutaneous", "subcutaneously"),
+    "sq": ("subcutaneous", "subcutaneously"), "mi": ("myocardial infarction",),
+    "ct": ("computed tomography",), "mri": ("magnetic resonance imaging",),
+    "ecg": ("electrocardiogram", "electrocardiography", "ekg"), "ekg": ("electrocardiogram", "ecg"),
+    "copd": ("chronic obstructive pulmonary disease",), "dvt": ("deep vein thrombosis", "deep venous thrombosis"),
+    "pe": ("pulmonary embolism",), "uti": ("urinary tract infection",), "gerd": ("gastroesophageal reflux disease",),
+    "nsaid": ("nonsteroidal anti inflammatory drug", "non steroidal anti inflammatory drug"),
+    "ssri": ("selective serotonin reuptake inhibitor",), "ace": ("angiotensin converting enzyme",),
+    "tb": ("tuberculosis",), "hiv": ("human immunodeficiency virus",), "sle": ("systemic lupus erythematosus",),
+    "ra": ("rheumatoid arthritis",), "ms": ("multiple sclerosis",), "dka": ("diabetic ketoacidosis",),
+    "ards": ("acute respiratory distress syndrome",), "cbc": ("complete blood count",),
+    "ivig": ("intravenous immunoglobulin", "intravenous immune globulin"), "tpa": ("tissue plasminogen activator",),
+    "cabg": ("coronary artery bypass graft", "coronary artery bypass grafting"),
+    "ercp": ("endoscopic retrograde cholangiopancreatography",), "lp": ("lumbar puncture",),
+}
+_ARTICLES = frozenset({"a", "an", "the"})
+_SEP = r"[\W_]*"
+
+
+def _phrase_re(phrase: str) -> str:
+    return _SEP.join(_word_re(w) for w in phrase.split())
+
+
+def _word_re(word: str) -> str:
+    """A word of an option, also in its singular or plural form ("fluid", "fluids", "arteries")."""
+    low = word.lower()
+    if not low.isalpha() or len(low) < 4:
+        return re.escape(word)
+    if low.endswith("ies"):
+        return re.escape(low[:-3]) + "(?:y|ies)"
+    if low.endswith("y"):
+        return re.escape(low[:-1]) + "(?:y|ies)"
+    if low.endswith(("ses", "xes", "ches", "shes")):
+        return re.escape(low[:-2]) + "(?:es)?"
+    if low.endswith("s") and not low.endswith(("ss", "us", "is")):
+        return re.escape(low[:-1]) + "s?"
+    return re.escape(low) + "(?:s|es)?"
+
+
+_EXPANSIONS = sorted(
+    ((tuple(exp.split()), abbr) for abbr, exps in _ABBREVIATIONS.items() for exp in exps if " " in exp),
+    key=lambda pair: -len(pair[0]),
+)
+
+
 @functools.lru_cache(maxsize=1024)
 def _option_re(choice: str) -> re.Pattern[str] | None:
-    """An option's text whatever its case and punctuation: "anti-acetylcholine" also matches
-    "anti acetylcholine", "‘straight cath’" matches "'straight cath'"."""
+    """An option's text whatever its case and punctuation ("anti-acetylcholine" also matches
+    "anti acetylcholine", "‘straight cath’" matches "'straight cath'"), near-verbatim: articles
+    may come or go, a noun may be singular or plural, and a common abbreviation may stand for its
+    words or the words for it ("IV fluids" for "Intravenous fluids")."""
     words = re.findall(r"[^\W_]+", choice)
     if not words:
         return None
-    return re.compile(r"(?<![^\W_])" + r"[\W_]*".join(re.escape(w) for w in words) + r"(?![^\W_])", _I)
+    low = [w.lower() for w in words]
+    pieces: list[str] = []
+    i = 0
+    while i < len(words):
+        for exp, abbr in _EXPANSIONS:  # "myocardial infarction" -> also "MI"
+            if tuple(low[i : i + len(exp)]) == exp:
+                pieces.append(f"(?:{_phrase_re(' '.join(exp))}|{abbr})")
+                i += len(exp)
+                break
+        else:
+            w = low[i]
+            # an article, not a name's letter: "a", "the", "The ...", but not "Hepatitis A"
+            if w in _ARTICLES and (words[i].islower() or (i == 0 and len(words) > 1 and w != "a")):
+                i += 1
+                continue
+            alts = [_word_re(words[i])]
+            if (len(w) >= 5 and words[i][0].isupper() and i + 1 < len(words) and words[i + 1].islower()
+                    and _SPECIES.fullmatch(words[i + 1])):
+                alts.append(re.escape(words[i][0]) + r"\.")  # "C. difficile" for "Clostridioides difficile"
+            alts += [_phrase_re(e) for e in _ABBREVIATIONS.get(w, ())]
+            alts += [a for a, exps in _ABBREVIATIONS.items() if w in exps]
+            pieces.append(f"(?:{'|'.join(alts)})" if len(alts) > 1 else alts[0])
+            i += 1
+    if not pieces:
+        return None
+    article = r"(?:(?:a|an|the)[\W_]+)?"
+    body = _SEP.join(article + piece for piece in pieces) if len(pieces) > 1 else pieces[0]
+    return re.compile(r"(?<![^\W_])" + body + r"(?![^\W_])", _I)
 
 
 def _squash(text: str) -> str:
@@ -174,10 +309,14 @@ class _Question:
     """The labels and option texts of one question, and how to find them in a text."""
 
     def __init__(self, labels: tuple[str, ...], choices: tuple[str, ...]):
+        self.labels = labels
+        self.choices = choices
         self.lower = tuple(lab.lower() for lab in labels)
         self.lettered = all(len(lab) == 1 and lab.isalpha() for lab in labels)
         self.token = _token_re(labels)
         self.mention = _mention_re(labels)
+        # "Answer: 4" names the fourth option unless the labels or an option's text hold numbers
+        self.numbers_ok = not any(re.search(r"\d", x) for x in (*labels, *choices))
         self.label_first = _label_first_re(labels)
         # An option whose text is its label (yes/no/maybe) is matched as a label only.
         self.options: list[tuple[int, re.Pattern[str]]] = []
@@ -219,8 +358,46 @@ def _clean(text: str) -> str:
     return text.strip()
 
 
+# A letter joined to a named one is named too: "Cluster A/B", "hepatitis B and C".
+_NAME_JOINED = re.compile(_NAME_BEFORE.pattern[:-len(r"[ \t]+$")] + r"[ \t]+[A-Z](?:[ \t]*(?:/|,|&|and|or)[ \t]*[A-Z])*"
+                          r"[ \t]*(?:/|,|&|and|or)[ \t]*$", _I)
+
+
+def _ordinals(s: str, q: _Question) -> str:
+    """Rewrite option ordinals and numbers as labels: "the third option" -> "the option C",
+    "第三个选项" -> "option C"; a number past the last option is left as it is."""
+    labels = q.labels
+
+    def label(n: int) -> str | None:
+        return labels[n] if 0 <= n < len(labels) else None
+
+    def word(m: re.Match[str]) -> str:
+        key = m.group("ord").lower()
+        n = len(labels) - 1 if key == "last" else next(
+            (i for w, i in _ORDINALS.items() if re.fullmatch(w, key)), -1)
+        lab = label(n)
+        return f"option {lab}" if lab else m.group()
+
+    def number(m: re.Match[str]) -> str:
+        lab = label(int(m.group("n")) - 1)
+        return f"option {lab}" if lab else m.group()
+
+    def cjk(m: re.Match[str]) -> str:
+        raw = m.group("n") or m.group("m") or m.group("k") or m.group("j")
+        lab = label(int(raw) - 1 if raw.isdigit() else _CJK_NUMBERS[raw])
+        return f" option {lab} " if lab else m.group()
+
+    s = _ORDINAL_WORD.sub(word, s)
+    s = re.sub(r"(?:选项|選項|選択肢)[ \t]*(?=[A-Za-z](?![A-Za-z]))", " option ", s)  # "选项C" -> "option C"
+    if q.numbers_ok:
+        s = _OPTION_NUMBER.sub(number, s)
+        s = _CJK_ORDINAL.sub(cjk, s)
+    return s
+
+
 def _named(s: str, start: int) -> bool:
-    return _NAME_BEFORE.search(s, max(0, start - _LOOKBACK), start) is not None
+    window = max(0, start - _LOOKBACK)
+    return _NAME_BEFORE.search(s, window, start) is not None or _NAME_JOINED.search(s, window, start) is not None
 
 
 def _bare_ok(s: str, m: re.Match[str], q: _Question, mode: Mode) -> bool:
@@ -244,9 +421,11 @@ def _resolve(s: str, m: re.Match[str], q: _Question, mode: Mode) -> int | None:
     """The option a matched label token names, CONFLICT, AMBIGUOUS, or None if not a label."""
     idx, end = q.index(m.group("lab")), m.end()
     following = q.option_after(s, end, bracketed=bool(m.group("open")))
-    if following is not None and following[0] != idx:
-        return CONFLICT
     bare = not m.group("open") and not m.groupdict().get("pre")
+    if following is not None and following[0] != idx:
+        if bare and q.lettered and m.group("lab") in ("a", "A") and s[end:end + 1].isspace():
+            return None  # the article: "has a pulmonary embolism", "A pulmonary embolism is likely"
+        return CONFLICT
     if bare and following is None and not _bare_ok(s, m, q, mode):
         return None
     # A second label may come after this one's own text too: "C. Aspirin, or D. Naproxen".
@@ -259,18 +438,65 @@ def _resolve(s: str, m: re.Match[str], q: _Question, mode: Mode) -> int | None:
     return idx
 
 
+_SPECIES = re.compile(r"[a-z]{3,}(?:ae|ii|i|us|um|is|es|ile|oli|ori|ens|ella|occus|ans|ax|um)\b")
+_IF = re.compile(r"\b(?:if|assuming|suppose|supposing|unless|hypothetically|imagine|"
+                 r"were[ \t]+(?:it|this|the|she|he))\b", _I)
+_WOULD = re.compile(r"\b(?:would|could|might)\b|'d\b", _I)
+
+
+_IF_AFTER = re.compile(r"\b(?:if|unless|were[ \t]+it[ \t]+not|had[ \t]+it[ \t]+not)\b", _I)
+
+
+def _hypothetical(s: str, start: int, end: int) -> bool:
+    """Whether a statement sits in a conditional: "If it were a child, the answer would be A",
+    "Ibuprofen would be first line if not for the ulcer"."""
+    sentence = max(s.rfind(c, 0, start) for c in ".!?\n;") + 1
+    before = _IF.search(s, sentence, start)
+    if before is not None and _WOULD.search(s, before.end(), end) is not None:
+        return True
+    ends = [i for i in (s.find(c, end) for c in ".!?\n;") if i >= 0]
+    clause_end = min(ends) if ends else len(s)
+    would = _WOULD.search(s, end, clause_end)
+    return would is not None and _IF_AFTER.search(s, would.end(), clause_end) is not None
+
+
+def _numbered(s: str, pos: int, q: _Question) -> tuple[int, int] | None:
+    """An option number at `pos` ("Answer: 4"), OUTSIDE past the last option; None if there is none
+    or an option's text holds a number (then "4" may be a value, not the fourth option)."""
+    if not q.numbers_ok:
+        return None
+    m = _NUMBER.match(s, pos)
+    if m is None:
+        return None
+    n = int(m.group("n"))
+    return (n - 1 if n <= len(q.lower) else OUTSIDE), m.end()
+
+
 def _explicit_hits(s: str, q: _Question) -> list[_Hit]:
     hits: list[_Hit] = []
     for kind, pattern in _EXPLICIT:
         for m in pattern.finditer(s):
             token = q.token.match(s, m.end())
             idx = _resolve(s, token, q, "explicit") if token else None
-            if token and idx is not None:
+            if token and idx is not None and not (
+                q.lettered and not token.group("open") and token.group("lab").isupper()
+                and _GENUS.match(s, token.end()) and _SPECIES.match(s, _GENUS.match(s, token.end()).end() - 1)  # type: ignore[union-attr]
+            ):  # not "The answer is C. difficile colitis"
                 hits.append(_Hit(m.start(), token.end(), idx, kind))
                 continue
             option = q.option_at(s, m.end())
             if option is not None:
                 hits.append(_Hit(m.start(), option[1], option[0], kind))
+                continue
+            if kind == "conclusion":
+                continue
+            number = _numbered(s, m.end(), q)
+            if number is not None:
+                hits.append(_Hit(m.start(), number[1], number[0], f"{kind}:number"))
+                continue
+            outside = _OUTSIDE.match(s, m.end()) if q.lettered else None
+            if outside is not None and (outside.group("b") or outside.group("l") != "I"):
+                hits.append(_Hit(m.start(), outside.end(), OUTSIDE, kind))
     for m in q.label_first.finditer(s):
         if not m.group("open") and not m.group("pre") and _named(s, m.start()):
             continue  # "vitamin A is the most likely deficiency"
@@ -278,6 +504,8 @@ def _explicit_hits(s: str, q: _Question) -> list[_Hit]:
         before = _JOINED_BEFORE.search(s, window, m.start())
         joined = before is not None and re.search(rf"(?:{q.token.pattern})[ \t]*$", s[window : before.start()], _I)
         hits.append(_Hit(m.start(), m.end(), AMBIGUOUS if joined else q.index(m.group("lab")), "label_first"))
+    # "If it were a child, the answer would be A ... so D": the conditional is no commitment.
+    hits = [h for h in hits if not _hypothetical(s, h.start, h.end)]
     return sorted(hits, key=lambda h: (h.start, h.end))
 
 
@@ -292,8 +520,12 @@ def _line_leads(s: str, q: _Question) -> list[_Hit]:
     return hits
 
 
+_NON_BEFORE = re.compile(r"\bnon[ \t]*-?[ \t]*$", _I)  # "Non-Heliobacter pylori infection" is not option C
+
+
 def _negated(s: str, start: int, end: int) -> bool:
-    return bool(_NEG_BEFORE.search(s, max(0, start - _LOOKBACK), start) or _NEG_AFTER.match(s, end))
+    return bool(_NEG_BEFORE.search(s, max(0, start - _LOOKBACK), start) or _NEG_AFTER.match(s, end)
+                or _NON_BEFORE.search(s, max(0, start - 8), start))
 
 
 def _mentions(s: str, q: _Question) -> Extraction:
@@ -303,14 +535,14 @@ def _mentions(s: str, q: _Question) -> Extraction:
     # A longer option containing a shorter one ("Aspirin plus clopidogrel", "Aspirin") wins.
     for start, end, i in spans:
         inside = any(a <= start and end <= b and b - a > end - start for a, b, _ in spans)
-        if not inside and not _negated(s, start, end):
+        if not inside and not _negated(s, start, end) and not _hypothetical(s, start, end):
             found.add(i)
     from_label = False
     for m in q.mention.finditer(s):
         if any(a <= m.start("lab") < b for a, b, _ in spans):
             continue  # a letter inside an option's text ("Hepatitis B vaccination")
         idx = _resolve(s, m, q, "running")
-        if idx is None or _negated(s, m.start(), m.end()):
+        if idx is None or _negated(s, m.start(), m.end()) or _hypothetical(s, m.start(), m.end()):
             continue
         if idx < 0:
             return Extraction(None, "conflict" if idx == CONFLICT else "ambiguous_labels")
@@ -320,9 +552,60 @@ def _mentions(s: str, q: _Question) -> Extraction:
         return Extraction(found.pop(), "label_mention" if from_label else "option_text")
     if found:
         return Extraction(None, "ambiguous_labels" if from_label else "ambiguous_options")
+    near = _near_option(s, q) if not spans else None  # an option named exactly but negated stays so
+    if near is not None:
+        return Extraction(near, "near_option_text")
     if _UNSURE.search(s):
         return Extraction(None, "unsure")
     return Extraction(None, "no_label")
+
+
+_STOPWORDS = frozenset(
+    "a an the of to in on for with and or is are was were be been this that these it its his her their "
+    "patient patients most likely best next step should would will can may has have had as by at from "
+    "answer option choice correct i we you he she they do does".split()
+)
+_NEGATING = re.compile(r"\b(?:not|no|never|none|neither|nor|except|rather|instead|unlikely|excluded|without|avoid\w*|"
+                       r"contraindicated|stop|discontinue|withhold)\b|n't\b", _I)
+_NEAR_MAX_WORDS = 20  # only a short reply is matched to an option by its words
+_NEAR_RECALL = 0.6  # share of the option's words the reply must hold
+
+
+def _content_words(text: str) -> set[str]:
+    """Words that carry meaning, singular, abbreviations expanded; a capital single letter kept
+    ("type A")."""
+    out: set[str] = set()
+    for w in re.findall(r"[^\W_]+", text):
+        if len(w) == 1 and w.isupper():
+            out.add(w)
+            continue
+        low = w.lower()
+        if low in _STOPWORDS:
+            continue
+        for part in (_ABBREVIATIONS[low][0].split() if low in _ABBREVIATIONS else [low]):
+            out.add(re.sub(r"(?:es|s)$", "", part) if len(part) > 4 else part)
+    return out
+
+
+def _near_option(s: str, q: _Question) -> int | None:
+    """The one option a short reply names in other words ("Give intravenous fluids" for
+    "Administer the intravenous fluids", "Subacute thyroiditis" for "Subacute granulomatous
+    thyroiditis"): it holds words of that option that no other option has, none of any other
+    option's own, most of that option's words, and it negates nothing."""
+    if len(s.split()) > _NEAR_MAX_WORDS or _NEGATING.search(s) or _UNSURE.search(s):
+        return None
+    reply = _content_words(s)
+    words = {i: _content_words(q.choices[i]) for i, _ in q.options}
+    # an option's own words (no other option has them) decide which option the reply names
+    named = []
+    for i, own in words.items():
+        others = set().union(*(w for j, w in words.items() if j != i))
+        if own & reply - others:
+            named.append(i)
+    if len(named) != 1:
+        return None
+    i = named[0]
+    return i if len(words[i] & reply) / len(words[i]) >= _NEAR_RECALL else None
 
 
 def _agree(hits: Sequence[_Hit]) -> int | str:
@@ -332,18 +615,175 @@ def _agree(hits: Sequence[_Hit]) -> int | str:
         return "conflict"
     if AMBIGUOUS in indices:
         return "ambiguous_labels"
+    if OUTSIDE in indices:
+        return "outside_options"
     return indices.pop() if len(indices) == 1 else "disagree"
 
 
-@EXTRACTORS.register("choice")
-def extract_choice(text: str, labels: tuple[str, ...], choices: tuple[str, ...]) -> Extraction:
-    """The one answer a short reply commits to; unsure when two commitments differ."""
-    s = _clean(text)
-    if not s:
+# Retractions: what follows the last one decides ("The answer is A. Wait, no: B"); a strong one
+# with no answer after it leaves the text unsure. "Actually" counts only when an answer follows.
+_RETRACT = re.compile(
+    r"(?:^|(?<=[.!?,;:(\n—–-])|(?<=[.!?,;:(\n—–-][ \t]))[ \t]*(?:wait|hold[ \t]+on)\b(?=[ \t]*(?:[,.!:;—–-]|no\b|$))|"
+    r"\bscratch[ \t]+that\b|\bno,?[ \t]+wait\b|"
+    r"\bon[ \t]+(?:second[ \t]+thought|reflection)\b|\bcorrection[ \t]*:|\blet[ \t]+me[ \t]+(?:reconsider|rethink|"
+    r"correct[ \t]+(?:that|myself))\b|\bi[ \t]+take[ \t]+(?:that|it)[ \t]+back\b|\bi[ \t]+was[ \t]+wrong\b|"
+    r"\bi[ \t]+made[ \t]+a[ \t]+mistake\b|\bsorry,?[ \t]+(?:i[ \t]+meant|no)\b|\b(?:hmm+|oh),?[ \t]+no\b|"
+    r"\b(?:no,?[ \t]+)?make[ \t]+(?:that|it)\b(?=[ \t]+(?:option[ \t]+)?\(?[A-Za-z]\)?[ \t]*(?:$|[.!,;]))|"
+    r"\bi[ \t]+meant\b|不对|等等|更正|いや|訂正",
+    _I | re.MULTILINE,
+)
+_ACTUALLY = re.compile(r"(?:^|(?<=[.!?,;:\n]))[ \t]*(?:actually|i[ \t]+mean|or[ \t]+rather)\b", _I | re.MULTILINE)
+_RETRACT_FILLER = re.compile(r"^[ \t,.:;!?—–\-]*(?:(?:no|nope|not[ \t]+that)\b[ \t,.:;!?—–\-]*)?", _I)
+_FIRM = ("explicit", "leading_label", "final:", "marked", "json")
+
+Core = Callable[[str, "_Question"], Extraction]
+
+
+def _retraction(s: str, q: _Question, core: Core) -> Extraction | None:
+    """The answer after the last retraction that decides, or unsure after a strong one."""
+    spans = [(m.start(), m.end()) for _, pattern in q.options for m in pattern.finditer(s)]
+    markers = [(m, True) for m in _RETRACT.finditer(s)] + [(m, False) for m in _ACTUALLY.finditer(s)]
+    markers = [(m, strong) for m, strong in markers if not any(a <= m.start() < b for a, b in spans)]
+    for m, strong in sorted(markers, key=lambda pair: -pair[0].start()):
+        tail = s[m.end():]
+        filler = _RETRACT_FILLER.match(tail)
+        assert filler is not None
+        tail = tail[filler.end():]
+        if "no" in q.lower and re.search(r"\bno\b", filler.group(), _I) and not tail.strip(" \t.!"):
+            return Extraction(None, "ambiguous_retraction")  # "Actually, no.": a retraction or the label "no"
+        got = core(tail, q) if tail.strip() else Extraction(None, "empty")
+        if got.index is not None and (strong or got.method.startswith(_FIRM)):
+            return Extraction(got.index, f"corrected:{got.method}")
+        if strong:
+            return Extraction(None, "retracted")
+    return None
+
+
+# JSON with an answer key, read before any other rule: {"reasoning": "...", "final_answer": "C"}
+_JSON_KEY = re.compile(
+    r'"(?P<key>(?:final|selected|correct|chosen|best)[ _\-]?(?:answer|option|choice)|answer|final|prediction)"'
+    r'[ \t]*:[ \t]*'
+    r'(?P<val>"(?:[^"\\]|\\.)*"|null|\[[^\]]*\]|-?\d+|true|false)',
+    _I,
+)
+
+
+def _json_answer(text: str, q: _Question) -> Extraction | None:
+    import json
+
+    found = [m for m in _JSON_KEY.finditer(text)]
+    if not found:
+        return None
+    # a final-answer key beats a plain one; among equals the last (after the reasoning) wins
+    m = max(found, key=lambda m: (bool(re.match(r"(?:final|selected|correct|chosen)", m.group("key"), _I)), m.start()))
+    try:
+        value = json.loads(m.group("val"))
+    except ValueError:
+        return Extraction(None, "json_unreadable")
+    if isinstance(value, list):
+        if len(value) != 1:
+            return Extraction(None, "json_ambiguous" if value else "json_no_answer")
+        value = value[0]
+    if isinstance(value, bool) or value is None or (isinstance(value, str) and not value.strip()):
+        return Extraction(None, "json_no_answer")
+    if isinstance(value, int):
+        value = str(value)
+    got = _choice(_ordinals(_clean(str(value)), q), q)
+    if got.index is None and q.numbers_ok and re.fullmatch(r"[ \t]*[1-9][ \t]*", str(value)):
+        n = int(value)
+        return Extraction(n - 1, "json:number") if n <= len(q.lower) else Extraction(None, "outside_options")
+    if got.index is None:
+        return Extraction(None, f"json_{got.method}")
+    return Extraction(got.index, f"json:{got.method}")
+
+
+# Marked options, one a line (a Markdown table row, a bullet, a checkbox): "| B | Acetaminophen | ✓ |",
+# "- [x] C", "A. Ibuprofen ✗", "D: incorrect". One option marked right (and no other) is the answer.
+_POS_MARK = re.compile(r"[✓✔☑✅]|\[[xX✓✔]\]")
+_NEG_MARK = re.compile(r"[✗✘❌☒✕]|\[[ \t]\]")
+_VERDICT = re.compile(
+    r"(?:(?P<neg>incorrect|not[ \t]+correct|wrong|false|no|unlikely|not[ \t]+the[ \t]+answer|eliminated|ruled[ \t]+out|"
+    r"excluded)|(?P<pos>correct|right|true|yes|the[ \t]+answer|correct[ \t]+answer|best[ \t]+answer|selected|chosen|"
+    r"most[ \t]+likely))"
+    r"[ \t]*[.!)]*[ \t]*$",
+    _I,
+)
+
+
+def _marked(s: str, q: _Question) -> tuple[int | str | None, set[int]]:
+    """The one option marked right in a list or table, a reason if none or several are, and the
+    starts of the marked lines (their labels open no answer line)."""
+    rows: list[tuple[int, int, int]] = []  # (line start, option, +1 right / -1 wrong)
+    for line in re.finditer(r"[^\n]+", s):
+        text, base = line.group(), line.start()
+        if re.fullmatch(r"[\s|:+\-]*", text) or text.count("|") == 1:
+            continue
+        cells = [c.strip() for c in text.strip().strip("|").split("|")] if "|" in text else [text.strip()]
+        verdict = 0
+        option: int | None = None
+        for cell in cells:
+            box = re.match(r"\[([ \txX✓✔])\][ \t]*", cell)
+            if box:
+                verdict = -1 if box.group(1).isspace() else 1
+                cell = cell[box.end():]
+            if option is None:
+                m = q.token.match(cell)
+                after = cell[m.end():] if m else ""
+                if m and re.match(r"[ \t]*(?:$|[.):\]]|[ \t]+\S)", after) and not after.startswith("-"):
+                    following = q.option_after(cell, m.end(), bracketed=bool(m.group("open")))
+                    idx = q.index(m.group("lab"))
+                    if following is not None and following[0] != idx:
+                        break  # a label with another option's text: no mark of this line counts
+                    option = idx
+                    rest = cell[(following[1] if following else m.end()):]
+                else:
+                    opt = q.option_at(cell, 0)
+                    if opt is None:
+                        continue
+                    option, rest = opt[0], cell[opt[1]:]
+                if len(cells) == 1:  # a bullet: the verdict closes it, "- A. Ibuprofen: incorrect"
+                    tail = re.split(r"[—–:(,]|[ \t]-[ \t]", rest)[-1] if re.search(r"[—–:(,]|[ \t]-[ \t]", rest) else ""
+                    v = _VERDICT.fullmatch(tail.strip().rstrip(".)")) if tail.strip() else None
+                    if v:
+                        verdict = verdict or (1 if v.group("pos") else -1)
+                continue
+            word = _VERDICT.fullmatch(cell)
+            if verdict == 0 and word:
+                verdict = 1 if word.group("pos") else -1
+            elif verdict == 0 and re.fullmatch(r"[xX]", cell):
+                verdict = 1  # an X in a table's column: this row is the one chosen
+        if option is None:
+            continue
+        if _POS_MARK.search(text) and not _NEG_MARK.search(text):
+            verdict = 1
+        elif _NEG_MARK.search(text) and not _POS_MARK.search(text):
+            verdict = -1
+        if verdict:
+            rows.append((base, option, verdict))
+    if not rows:
+        return None, set()
+    starts = {r[0] for r in rows}
+    right = {r[1] for r in rows if r[2] > 0}
+    if len(right) == 1:
+        return right.pop(), starts
+    return ("ambiguous_marks" if right else "no_marked_answer"), starts
+
+
+def _line_start(s: str, pos: int) -> int:
+    return s.rfind("\n", 0, pos) + 1
+
+
+def _choice(s: str, q: _Question) -> Extraction:
+    if not s.strip():
         return Extraction(None, "empty")
-    q = _Question(labels, choices)
+    marked, marked_lines = _marked(s, q)
     explicit = _explicit_hits(s, q)
-    leads = _line_leads(s, q)
+    leads = [h for h in _line_leads(s, q) if _line_start(s, h.start) not in marked_lines]
+    if isinstance(marked, int):
+        agreed = _agree([*leads, *explicit]) if leads or explicit else marked
+        return Extraction(marked, "marked") if agreed == marked else Extraction(None, "marked_vs_stated")
+    if marked is not None and not explicit:
+        return Extraction(None, marked)
     if explicit or leads:
         agreed = _agree([*leads, *explicit])
         if isinstance(agreed, int):
@@ -357,6 +797,25 @@ def extract_choice(text: str, labels: tuple[str, ...], choices: tuple[str, ...])
     if _REFUSAL.search(s):
         return Extraction(None, "refusal")
     return _mentions(s, q)
+
+
+def _structured(text: str, q: _Question, core: Core) -> tuple[str, Extraction | None]:
+    """The prepared text, and the answer of a JSON key or a retraction where one decides."""
+    raw = unicodedata.normalize("NFKC", text).replace("“", '"').replace("”", '"')
+    got = _json_answer(raw, q)
+    s = _ordinals(_clean(text), q)
+    if got is None:
+        got = _retraction(s, q, core)
+    return s, got
+
+
+@EXTRACTORS.register("choice")
+def extract_choice(text: str, labels: tuple[str, ...], choices: tuple[str, ...]) -> Extraction:
+    """The one answer a short reply commits to; unsure when two commitments differ (before a
+    retraction such as "wait, no" or "actually, B", only what follows it counts)."""
+    q = _Question(labels, choices)
+    s, got = _structured(text, q, _choice)
+    return got if got is not None else _choice(s, q)
 
 
 def _reasoning_between(s: str, end: int, start: int) -> bool:
@@ -381,15 +840,22 @@ def _final_line(s: str, q: _Question) -> _Hit | None:
     return _Hit(hit.start, hit.end, hit.index, "final_line")
 
 
-@EXTRACTORS.register("last_answer")
-def extract_last_answer(text: str, labels: tuple[str, ...], choices: tuple[str, ...]) -> Extraction:
-    """The final answer of a reasoning text: its closing explicit statement wins."""
-    s = _clean(text)
-    if not s:
+def _last(s: str, q: _Question) -> Extraction:
+    if not s.strip():
         return Extraction(None, "empty")
-    q = _Question(labels, choices)
     hits = _explicit_hits(s, q)
+    marked, marked_lines = _marked(s, q)
     line = _final_line(s, q)
+    if line is not None and _line_start(s, line.start) in marked_lines:
+        line = None  # the last row of a marked list, not an answer line
+    if marked is not None and (not hits or hits[-1].start < max(marked_lines)):
+        # a marked list or table after the last statement decides (and the statement must agree)
+        if isinstance(marked, int) and (not hits or hits[-1].index == marked
+                                        or not _reasoning_between(s, hits[-1].end, max(marked_lines))):
+            agrees = not hits or hits[-1].index == marked
+            return Extraction(marked, "marked") if agrees else Extraction(None, "marked_vs_stated")
+        if not isinstance(marked, int):
+            return Extraction(None, marked)
     if line is not None and (not hits or line.start >= hits[-1].start):
         hits.append(line)
     if hits:
@@ -410,13 +876,39 @@ def extract_last_answer(text: str, labels: tuple[str, ...], choices: tuple[str, 
         found = _mentions(sentences[-1], q)
         if found.index is not None:
             return Extraction(found.index, f"conclusion:{found.method}")
-    if "\n" not in s:
-        return extract_choice(s, labels, choices)  # one line: a short reply, no reasoning to skip
+    if "\n" not in s and (len(s.split()) <= _SHORT_REPLY or re.search(r"[.!?)\]]\s*$", s)):
+        # one line: a short reply, no reasoning to skip (a long one cut off mid-sentence is unsure)
+        return _choice(s, q)
     leads = _line_leads(s, q)
     if len(leads) == 1 and leads[0].start == 0:  # the answer first, then an explanation
         agreed = _agree(leads)
         return Extraction(agreed, "leading_label") if isinstance(agreed, int) else Extraction(None, agreed)
+    if not re.search(r"[.!?)\]]\s*$", s) and len(s.rsplit("\n", 1)[-1].split()) > 8:
+        return Extraction(None, "truncated")  # cut off mid-sentence before any answer
     return Extraction(None, "unsure" if _UNSURE.search(s) else "no_final_answer")
+
+
+_SHORT_REPLY = 25  # words: a one-line reasoning text longer than this must end a sentence to be read as a reply
+
+
+@EXTRACTORS.register("last_answer")
+def extract_last_answer(text: str, labels: tuple[str, ...], choices: tuple[str, ...]) -> Extraction:
+    """The final answer of a reasoning text: its closing explicit statement wins (a retraction
+    after it, "wait, no", leaves it unsure unless another answer follows)."""
+    q = _Question(labels, choices)
+    s, got = _structured(text, q, _last)
+    return got if got is not None else _last(s, q)
+
+
+MODEL_EXTRACTOR = "model"
+
+
+@EXTRACTORS.register(MODEL_EXTRACTOR)
+def extract_rule_then_model(text: str, labels: tuple[str, ...], choices: tuple[str, ...]) -> Extraction:
+    """`extractor: model`: the protocol's rule-based extractor first (`choice` for generate,
+    `last_answer` for reasoning); where it is unsure the protocol asks the `extractor` auxiliary
+    model (harness.protocols.model_extract). Called alone, as here, it is the `choice` rule."""
+    return extract_choice(text, labels, choices)
 
 
 def get_extractor(name: str | None = None) -> Extractor:
