@@ -19,13 +19,13 @@ from typing import Any
 
 import torch
 
+from harness.backends.dtypes import resolve_dtype
 from harness.backends.fingerprint import folder_fingerprint
-from harness.backends.tokenize import encode_pair, render_chat
+from harness.backends.tokenize import count_request_tokens, encode_pair, render_chat, shorten_text
 from harness.errors import HarnessError
 from harness.types import (
     GenerationOutcome,
     GenerationRequest,
-    GenerationResult,
     LoglikelihoodOutcome,
     LoglikelihoodRequest,
     LoglikelihoodResult,
@@ -77,7 +77,7 @@ class HFBackend(ModelBackend):
         model: str | None = None,
         *,
         revision: str | None = None,
-        dtype: str = "float32",
+        dtype: str = "auto",
         device: str = "auto",
         batch_size: int = 8,
         max_length: int | None = None,
@@ -88,15 +88,13 @@ class HFBackend(ModelBackend):
         self.model_arg = model or "default"
         self.path = resolve_model_path(model, revision)
         self.revision = revision
-        self.dtype_name = dtype
         self.batch_size = int(batch_size)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        try:
-            torch_dtype = getattr(torch, dtype) if dtype != "auto" else "auto"
-        except AttributeError:
-            raise HarnessError(f"unknown dtype {dtype!r}") from None
+        # `auto`: bfloat16 on CUDA, float32 on a CPU; the resolved name is recorded and fingerprinted
+        self.dtype_requested = dtype
+        torch_dtype, self.dtype_name = resolve_dtype(dtype, self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(
             str(self.path), trust_remote_code=trust_remote_code
         )
@@ -130,6 +128,7 @@ class HFBackend(ModelBackend):
             "path": str(self.path),
             "revision": self.revision,
             "dtype": self.dtype_name,
+            "dtype_requested": self.dtype_requested,
             "device": str(self.device),
             "batch_size": self.batch_size,
             "max_length": self.max_length,
@@ -138,6 +137,16 @@ class HFBackend(ModelBackend):
             "torch_version": torch.__version__,
             "chat_template": bool(getattr(self.tokenizer, "chat_template", None)),
         }
+
+    # -- context ------------------------------------------------------------------------------
+    def context_length(self) -> int | None:
+        return self.max_length
+
+    def count_tokens(self, request: LoglikelihoodRequest | GenerationRequest) -> int | None:
+        return count_request_tokens(self.tokenizer, request)
+
+    def shorten(self, text: str, n_tokens: int, side: str) -> str | None:
+        return shorten_text(self.tokenizer, text, n_tokens, side)
 
     # -- log-likelihood ---------------------------------------------------------------------
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -238,52 +247,14 @@ class HFBackend(ModelBackend):
         return render_chat(self.tokenizer, [{"role": m.role, "content": m.content} for m in req.messages])
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationOutcome]:
-        results: list[GenerationResult | None] = [None] * len(requests)
-        by_config: dict[Any, list[int]] = {}
-        for i, req in enumerate(requests):
-            by_config.setdefault(req.config, []).append(i)
-        self.tokenizer.padding_side = "left"
-        with torch.inference_mode():
-            for config, indices in by_config.items():
-                prompts = {i: self._render(requests[i]) for i in indices}
-                order = sorted(indices, key=lambda i: -len(prompts[i]))
-                for start in range(0, len(order), self.batch_size):
-                    chunk = order[start:start + self.batch_size]
-                    for i, res in zip(chunk, self._generate_batch([prompts[i] for i in chunk], config),
-                                      strict=True):
-                        results[i] = res
-        return [r for r in results if r is not None]
+        """Continuous batching over a KV cache (harness/backends/hf_generate.py): each sequence
+        stops at its own EOS / stop string / budget, identical prompts (sc@K chains) share one
+        prefill, and every sampled chain has its own seeded generator."""
+        from harness.backends.hf_generate import Decoder
 
-    def _generate_batch(self, prompts: list[str], config: Any) -> list[GenerationResult]:
         # Chat templates already hold the special tokens they need.
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(self.device) for k, v in enc.items()}
-        kwargs: dict[str, Any] = {"max_new_tokens": config.max_tokens,
-                                  "pad_token_id": self.tokenizer.pad_token_id}
-        if config.temperature > 0:
-            if config.seed is not None:
-                torch.manual_seed(config.seed)
-            kwargs.update(do_sample=True, temperature=config.temperature, top_p=config.top_p)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if config.stop:
-            kwargs.update(stop_strings=list(config.stop), tokenizer=self.tokenizer)
-        out = self.model.generate(**enc, **kwargs)
-        n_prompt = enc["input_ids"].shape[1]
-        results = []
-        eos = self.tokenizer.eos_token_id
-        for row in range(len(prompts)):
-            new = out[row, n_prompt:].tolist()
-            n_pad = int((enc["attention_mask"][row] == 0).sum())
-            while new and new[-1] == self.tokenizer.pad_token_id and new[-1] != eos:
-                new.pop()
-            text = str(self.tokenizer.decode(new, skip_special_tokens=True))
-            finish = "stop" if eos in new else "length"
-            for stop in config.stop:
-                cut = text.find(stop)
-                if cut >= 0:
-                    text, finish = text[:cut], "stop"
-            if eos in new:
-                new = new[: new.index(eos) + 1]
-            results.append(GenerationResult(text, n_prompt - n_pad, len(new), finish))
-        return results
+        prompts = [list(self.tokenizer.encode(self._render(r), add_special_tokens=False)) for r in requests]
+        decoder = Decoder(self.model, self.tokenizer, self.device, self.batch_size, self._cache_kw)
+        results = decoder.run(prompts, [r.config for r in requests])
+        self.last_generation_stats = decoder.stats
+        return list(results)
