@@ -83,6 +83,11 @@ class LoglikelihoodRequest:
         return {"kind": self.kind.value, "context": self.context, "continuation": self.continuation}
 
 
+# Version of the in-process sampling procedure (2: harness.backends.hf_generate's per-chain
+# generators, temperature then top-p, no hidden top-k). Part of a sampled request's key.
+SAMPLING_VERSION = 2
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """A completion of `prompt`, or a chat reply to `messages` (exactly one is set)."""
@@ -98,12 +103,15 @@ class GenerationRequest:
             raise ValueError("GenerationRequest needs exactly one of prompt or messages")
 
     def key(self) -> dict[str, Any]:
-        return {
+        key: dict[str, Any] = {
             "kind": self.kind.value,
             "prompt": self.prompt,
             "messages": [asdict(m) for m in self.messages] if self.messages else None,
             "config": asdict(self.config),
         }
+        if self.config.temperature > 0:  # sampled results of an older sampling procedure are never reused
+            key["sampling"] = SAMPLING_VERSION
+        return key
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,10 @@ class RequestFailure:
     reason: str
     retryable: bool = True
     retry_after: float | None = None
+    # an error no other request can escape (authentication, unknown model): the run stops
+    fatal: bool = False
+    # the request was not sent: its input does not fit the model's context (harness.backends.context)
+    context_exceeded: bool = False
 
 
 LoglikelihoodOutcome = LoglikelihoodResult | RequestFailure
@@ -200,6 +212,27 @@ class ModelBackend:
     def stats(self) -> dict[str, int]:
         """Counters of this layer (retries, cache hits)."""
         return {}
+
+    # -- the model's context (used before inference: harness.backends.context) ---------------
+    # Defaults: unknown. A wrapper of the backend stack (which keeps the model it wraps as `inner`)
+    # answers with its inner model's answer.
+
+    def context_length(self) -> int | None:
+        """The most tokens the model attends to (prompt plus what it generates); None = unknown."""
+        inner = getattr(self, "inner", None)
+        return inner.context_length() if isinstance(inner, ModelBackend) else None
+
+    def count_tokens(self, request: LoglikelihoodRequest | GenerationRequest) -> int | None:
+        """Tokens the request's input takes in the context: context + continuation for
+        log-likelihood, the prompt (chat template applied) for generation; None = cannot count."""
+        inner = getattr(self, "inner", None)
+        return inner.count_tokens(request) if isinstance(inner, ModelBackend) else None
+
+    def shorten(self, text: str, n_tokens: int, side: str) -> str | None:
+        """`text` less about `n_tokens` of its tokens, cut at its start (side "left") or in its middle
+        ("middle"); None = this backend cannot (it has no tokenizer)."""
+        inner = getattr(self, "inner", None)
+        return inner.shorten(text, n_tokens, side) if isinstance(inner, ModelBackend) else None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from harness.errors import HarnessError
 from harness.registry import Registry
@@ -31,7 +31,7 @@ from judges.results import fmt, markdown_table, write_json, write_jsonl
 class CalibrationDataset:
     name: str
     path: str  # relative to the data directory
-    reader: Literal["llmbar", "pandalm"]
+    reader: Literal["llmbar", "pandalm", "human"]  # human: a campaign of `harness annotate` (judges.human)
     description: str
 
 
@@ -41,13 +41,16 @@ class CalibrationItem:
     request: str
     output_1: str
     output_2: str
-    annotations: tuple[int, ...]  # per annotator: 1, 2, or 0 (tie)
+    annotations: tuple[int | None, ...]  # per annotator: 1, 2, 0 (tie), or None (did not label this item)
 
     @property
     def human(self) -> int:
-        """The majority label; no majority (e.g. 1, 2, 0) is a tie."""
-        (label, count), *_ = Counter(self.annotations).most_common(1)
-        return label if count * 2 > len(self.annotations) else 0
+        """The majority of the labels given; no majority (e.g. 1, 2, 0) is a tie."""
+        given = [a for a in self.annotations if a is not None]
+        if not given:
+            raise HarnessError(f"calibration item {self.id}: no annotator labelled it")
+        (label, count), *_ = Counter(given).most_common(1)
+        return label if count * 2 > len(given) else 0
 
 
 DATASETS: Registry[CalibrationDataset] = Registry("calibration dataset")
@@ -166,7 +169,8 @@ def run_study(ds: CalibrationDataset, items: Sequence[CalibrationItem], judge: P
         raise HarnessError(f"calibration data {ds.name!r} has no items")
     queries = [PairQuery(i.id, i.request, i.output_1, i.output_2) for i in items]
     human = [i.human for i in items]
-    annotators = [list(col) for col in zip(*(i.annotations for i in items), strict=True)]
+    # one row per annotator; None where an annotator did not label an item (alpha allows gaps)
+    annotators: list[list[int | None]] = [list(col) for col in zip(*(i.annotations for i in items), strict=True)]
     lengths = [(len(i.output_1), len(i.output_2)) for i in items]
     judges: list[tuple[PairJudge, bool]] = [(BASELINES[name](seed), True) for name in BASELINES]
     if judge is not None:
@@ -177,7 +181,9 @@ def run_study(ds: CalibrationDataset, items: Sequence[CalibrationItem], judge: P
         got = judge_pairs(j, queries, None if is_baseline else progress)
         after = j.usage()
         outcomes[j.name] = got
-        rows.append(judge_row(j.name, j.fingerprint(), got, human, annotators, lengths, baseline=is_baseline,
+        # judge_row only hands the rows on to krippendorff_alpha, which takes None for a gap
+        rows.append(judge_row(j.name, j.fingerprint(), got, human, cast(Sequence[Sequence[int]], annotators), lengths,
+                              baseline=is_baseline,
                               usage=after.since(before) if after is not None and before is not None else None))
     return CalibrationReport(
         dataset=ds, items=list(items), judge_info=judge.info() if judge is not None else None, rows=rows,

@@ -62,7 +62,9 @@ def pairwise(run_a: Path, run_b: Path, config: JudgeConfig, *, prompt: str | Pat
 
 def rank(runs: Sequence[Path], config: JudgeConfig, *, prompt: str | Path = "pairwise", tasks: Sequence[str] = (),
          output: Path | None = None, seed: int = 0, rounds: int = 1000, store: str | None = None,
-         progress: ProgressFactory | None = None) -> str:
+         progress: ProgressFactory | None = None, style_control: bool = False) -> str:
+    """`style_control`: also fit Bradley–Terry with style covariates (judges.style) on the same
+    battles; raw and controlled ratings and the coefficients go to style_control.{md,json}."""
     from judges.ranking import rank_runs, write_rank
     from judges.runs import load_run
 
@@ -73,14 +75,32 @@ def rank(runs: Sequence[Path], config: JudgeConfig, *, prompt: str | Path = "pai
         report = rank_runs(judged, LLMPairJudge(judge), output=output, seed=seed, rounds=rounds, progress=tick)
     path = write_rank(report)
     pair_results = [r for p in report.pairs for r in p.results]
-    return (report.markdown() + f"\nresults: {path}\n" + _store(store, report.results)
+    styled = ""
+    if style_control:
+        from judges.results import write_json
+        from judges.style import style_control_for_rank
+
+        sc = style_control_for_rank(report, rounds=rounds, seed=seed)
+        labels = {r.model_fingerprint: f"{r.model_name} [{r.path.name}]" for r in report.runs}
+        table = ("\nStyle control (Bradley–Terry with length, header, list and bold covariates, as Chatbot Arena; "
+                 f"{sc.n_battles} battles, {rounds} bootstrap rounds)\n\n" + sc.markdown(labels))
+        write_json(report.folder / "style_control.json", {**sc.to_json(), "labels": labels})
+        (report.folder / "style_control.md").write_text(table.lstrip("\n"), encoding="utf-8")
+        styled = table + f"\nstyle control: {report.folder / 'style_control.json'}\n"
+    return (report.markdown() + styled + f"\nresults: {path}\n" + _store(store, report.results)
             + (_store(store, pair_results) if store else ""))
 
 
-def calibrate(dataset: str, data_dir: Path, config: JudgeConfig | None, *, prompt: str | Path = "pairwise",
+def calibrate(dataset: str, data_dir: Path, config: JudgeConfig | None, *, prompt: str | Path | None = None,
               limit: int | None = None, seed: int = 0, output: Path | None = None,
               progress: ProgressFactory | None = None) -> str:
-    """config None: the baselines alone (no model)."""
+    """config None: the baselines alone (no model). `prompt` None: the study's default (pairwise,
+    or the rubric grader for the HealthBench meta-evaluation)."""
+    from judges.healthbench_meta import META_DATASETS
+
+    if dataset in META_DATASETS:
+        return calibrate_rubric_grader(dataset, data_dir, config, prompt=prompt, limit=limit, seed=seed,
+                                       output=output, progress=progress)
     from judges.calibration import calibrate as study
     from judges.calibration import load_dataset, write_calibration
 
@@ -88,7 +108,49 @@ def calibrate(dataset: str, data_dir: Path, config: JudgeConfig | None, *, promp
         report = study(dataset, data_dir, None, limit=limit, seed=seed)
     else:
         n = len(load_dataset(dataset, data_dir, limit)[1])
-        with Judge.create(config, prompt) as judge, _bar(progress, f"judge {dataset}", 2 * n) as tick:
+        with Judge.create(config, prompt or "pairwise") as judge, _bar(progress, f"judge {dataset}", 2 * n) as tick:
             report = study(dataset, data_dir, LLMPairJudge(judge), limit=limit, seed=seed, progress=tick)
     folder = write_calibration(report, output)
     return report.markdown() + f"\nwritten: {folder / 'calibration.md'}, {folder / 'calibration.json'}\n"
+
+
+def calibrate_rubric_grader(dataset: str, data_dir: Path, config: JudgeConfig | None, *,
+                            prompt: str | Path | None = None, limit: int | None = None, seed: int = 0,
+                            output: Path | None = None, progress: ProgressFactory | None = None) -> str:
+    """A rubric grader (the config's model with a grader prompt) against HealthBench's physicians;
+    with config None, the baselines and the physician ceiling alone."""
+    from judges.healthbench_meta import load_meta, run_meta_study, write_meta
+    from judges.rubric_grader import LLMRubricGrader, load_grader_prompt
+
+    ds, rows = load_meta(dataset, data_dir, limit, require_texts=config is not None)
+    if config is None:
+        report = run_meta_study(ds.name, ds.description, ds.path, rows, None, seed=seed)
+    else:
+        with LLMRubricGrader.create(config, load_grader_prompt(prompt)) as grader, \
+                _bar(progress, f"grade {dataset}", len(rows)) as tick:
+            report = run_meta_study(ds.name, ds.description, ds.path, rows, grader, seed=seed, progress=tick)
+    fp = (report.grader_info or {}).get("fingerprint", "baselines")
+    folder = write_meta(report, output or Path("runs") / "calibration" / f"{ds.name}-{fp[:12]}-n{len(rows)}")
+    return report.markdown() + f"\nwritten: {folder / 'calibration.md'}, {folder / 'calibration.json'}\n"
+
+
+def rubric_jury(runs: Sequence[Path], configs: Sequence[JudgeConfig], *, prompt: str | Path | None = None,
+                tasks: Sequence[str] = (), partial: bool = False, output: Path | None = None,
+                progress: ProgressFactory | None = None) -> str:
+    """Each config's model grades the runs' stored rubric responses; the jury of them."""
+    from contextlib import ExitStack
+
+    from judges.results import write_json
+    from judges.rubric_grader import LLMRubricGrader, load_grader_prompt
+    from judges.rubric_jury import jury_grade, read_rubric_run
+
+    grader_prompt = load_grader_prompt(prompt)
+    n = sum(len(ex.items) for r in runs for ex in read_rubric_run(r, tasks)[2])
+    with ExitStack() as stack:
+        graders = [stack.enter_context(LLMRubricGrader.create(c, grader_prompt)) for c in configs]
+        with _bar(progress, "grade rubric items", n * len(graders)) as tick:
+            jury = jury_grade(runs, graders, tasks=tasks, partial=partial, progress=tick)
+    folder = output or Path("runs") / f"jury-{jury.fingerprint[:12]}"
+    write_json(folder / "jury.json", jury.to_json())
+    (folder / "jury.md").write_text(jury.markdown(), encoding="utf-8")
+    return jury.markdown() + f"\nwritten: {folder / 'jury.md'}, {folder / 'jury.json'}\n"

@@ -25,7 +25,7 @@ def small_tasks(tmp_path):
     (folder / "medqa_small.yaml").write_text(medqa)
     turns = (ROOT / "tasks/dialogue_turns.yaml").read_text()
     turns = turns.replace("task: ", "task: small_").replace("max_tokens: 128", "max_tokens: 24")
-    turns = turns.replace("max_tokens: 384", "max_tokens: 24")
+    turns = turns.replace("max_tokens: 384", "max_tokens: 24").replace("max_tokens: 64", "max_tokens: 24")
     (folder / "turns_small.yaml").write_text(turns)
     return folder
 

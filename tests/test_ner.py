@@ -383,7 +383,7 @@ def test_protocol_through_runner_with_scripted_backend(tmp_path):
     per_type = res.metrics["ner_f1_strict"]["details"]["per_type"]
     assert set(per_type) == {"Chemical", "Disease"} and all(t["fp"] == t["fn"] == 0 for t in per_type.values())
     request = backend.generate_calls[0]
-    assert request.config.max_tokens == 256 and request.config.temperature == 0.0
+    assert request.config.max_tokens == 128 and request.config.temperature == 0.0
     roles = [m.role for m in request.messages]
     assert roles == ["user", "assistant", "user", "assistant", "user"]
     assert all(m.content.startswith("Find every chemical and disease mention in the sentence.")

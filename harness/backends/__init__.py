@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.backends.caching import CachingBackend
+from harness.errors import HarnessError
 from harness.registry import Registry
 from harness.types import ModelBackend
 
@@ -19,8 +20,24 @@ BACKENDS.add_lazy("vllm", "harness.backends.vllm_backend:VLLMBackend")
 
 def create_backend(name: str, model: str | None, **kwargs: Any) -> ModelBackend:
     factory = BACKENDS.get(name)
+    check_backend_args(name, factory, kwargs)
     backend: ModelBackend = factory(model, **kwargs)
     return backend
+
+
+def check_backend_args(name: str, factory: Any, kwargs: dict[str, Any]) -> None:
+    """Refuse an argument the backend does not take, in one line naming it and the accepted ones
+    (instead of a TypeError from deep inside the constructor)."""
+    import inspect
+
+    params = inspect.signature(factory).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if n != "model" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise HarnessError(f"unknown --model-args key {unknown[0]!r} for the {name} backend; "
+                           f"accepted keys: {', '.join(accepted)}")
 
 
 __all__ = ["BACKENDS", "CachingBackend", "create_backend"]

@@ -17,6 +17,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -54,6 +55,7 @@ class OpenAIBackend(ModelBackend):
         batch_size: int = 8,
         revision: str | None = None,
         extra_body: dict[str, Any] | None = None,
+        context_length: int | None = None,
     ):
         if not model:
             raise HarnessError("the openai backend needs --model NAME (the server's model id)")
@@ -85,6 +87,12 @@ class OpenAIBackend(ModelBackend):
         self._usage = {"prompt_tokens": 0, "completion_tokens": 0, "api_requests": 0}
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
+        self._answered = False  # set once a request got an answer (see _run_all)
+        # the model's context: given, else asked of the server once (vLLM, llama.cpp say it)
+        self._context_length = int(context_length) if context_length else None
+        self._context_asked = self._context_length is not None
+        self._can_tokenize = True  # until the server's token counting endpoints all failed
+        self._tokenize_endpoint: str | None = None
         if prompt_logprobs:
             self._probe_prompt_logprobs()
 
@@ -119,8 +127,88 @@ class OpenAIBackend(ModelBackend):
             text = text.replace(self._secret, "***")
         return text
 
+    # -- context ----------------------------------------------------------------------------
+    def _server_root(self) -> str:
+        return self.base_url.rstrip("/").removesuffix("/v1")
+
+    def _get_json(self, method: str, url: str, payload: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._secret}"} if self._secret else {}
+        resp = httpx.request(method, url, json=payload, headers=headers, timeout=min(self.timeout, 30.0))
+        resp.raise_for_status()
+        return resp.json()
+
+    def context_length(self) -> int | None:
+        """`context_length=` when given; else what the server says: vLLM's `max_model_len` in
+        /v1/models, llama.cpp's `n_ctx` in /props; None when it says nothing (OpenAI itself)."""
+        if not self._context_asked:
+            self._context_asked = True
+            try:
+                models = self._get_json("GET", self.base_url.rstrip("/") + "/models").get("data") or []
+                mine = next((m for m in models if m.get("id") == self.model), models[0] if models else {})
+                found = mine.get("max_model_len")
+                if not found:
+                    props = self._get_json("GET", self._server_root() + "/props")
+                    found = (props.get("default_generation_settings") or {}).get("n_ctx")
+                self._context_length = int(found) if found else None
+            except Exception as exc:  # servers without these endpoints: unknown context
+                log.debug("the server did not say its context length: %s", self._scrub(str(exc))[:200])
+        return self._context_length
+
+    def count_tokens(self, request: LoglikelihoodRequest | GenerationRequest) -> int | None:
+        """The server's own count through its /tokenize endpoint (vLLM: `count`, chat template
+        applied; llama.cpp: `tokens`, the messages' text without the template); None without one."""
+        if not self._can_tokenize:
+            return None
+        if isinstance(request, LoglikelihoodRequest):
+            body: dict[str, Any] = {"prompt": request.context + request.continuation}
+        elif request.messages is not None:
+            body = {"messages": [{"role": m.role, "content": m.content} for m in request.messages]}
+        else:
+            body = {"prompt": request.prompt or ""}
+        text = body.get("prompt") or "\n".join(m["content"] for m in body.get("messages", []))
+        # vLLM and llama.cpp's server: /tokenize; llama-cpp-python's server: /extras/tokenize/count
+        # (the messages' text, without the chat template: a few tokens short)
+        endpoints = [self._tokenize_endpoint] if self._tokenize_endpoint else ["/tokenize", "/extras/tokenize/count"]
+        for endpoint in endpoints:
+            try:
+                out = self._get_json("POST", self._server_root() + endpoint,
+                                     {"model": self.model, **body, "content": text, "input": text})
+                count = int(out["count"]) if "count" in out else len(out["tokens"])
+            except Exception as exc:
+                log.debug("the server cannot count tokens at %s: %s", endpoint, self._scrub(str(exc))[:200])
+                continue
+            self._tokenize_endpoint = endpoint
+            return count
+        self._can_tokenize = False
+        return None
+
     # -- plumbing ---------------------------------------------------------------------------
     def _run_all(self, items: Sequence[Q], one: Callable[[Q], Awaitable[Out]]) -> list[Out]:
+        """Every item, concurrently. The very first request of the backend goes alone: an
+        authentication or unknown-model error stops the run there, before the others are sent."""
+        if not self._answered and items:
+            first = self._loop.run_until_complete(one(items[0]))
+            self._stop_if_fatal([first])
+            if not isinstance(first, RequestFailure):
+                self._answered = True
+            if len(items) == 1:
+                return [first]
+            rest = self._run_concurrently(items[1:], one)
+            self._stop_if_fatal(rest)
+            return [first, *rest]
+        out = self._run_concurrently(items, one)
+        self._stop_if_fatal(out)
+        return out
+
+    def _stop_if_fatal(self, outcomes: Sequence[Any]) -> None:
+        fatal = next((o for o in outcomes if isinstance(o, RequestFailure) and o.fatal), None)
+        if fatal is not None:
+            raise HarnessError(f"the server at {self.base_url} refused model {self.model!r}: {fatal.reason} "
+                               "(stopping the run: check --model and --api-key-env)")
+
+    def _run_concurrently(self, items: Sequence[Q], one: Callable[[Q], Awaitable[Out]]) -> list[Out]:
         async def main() -> list[Out]:
             sem = asyncio.Semaphore(self.concurrency)
 
@@ -143,8 +231,16 @@ class OpenAIBackend(ModelBackend):
                     retry_after = float(header)
                 except ValueError:
                     retry_after = None
+            limit = _CONTEXT_REFUSAL.search(str(exc.message)) if status == 400 else None
+            if limit:  # the server refused a prompt longer than its context: say so, and remember it
+                self._context_length = self._context_length or int(limit.group(1))
+                return RequestFailure(f"prompt exceeds context: the server's context is {limit.group(1)} tokens",
+                                      retryable=False, context_exceeded=True)
             retryable = status == 429 or status >= 500 or status == 408
-            return RequestFailure(self._scrub(f"HTTP {status}: {exc.message}")[:300], retryable, retry_after)
+            # a bad key, or a model the server does not know: every request would fail alike
+            fatal = status in (401, 403) or (status == 404 and "model" in str(exc.message).lower())
+            return RequestFailure(self._scrub(f"HTTP {status}: {exc.message}")[:300], retryable, retry_after,
+                                  fatal=fatal)
         if isinstance(exc, o.APITimeoutError):
             return RequestFailure(f"timeout after {self.timeout:.0f} s", True)
         if isinstance(exc, o.APIConnectionError):
@@ -251,6 +347,10 @@ class OpenAIBackend(ModelBackend):
                 f"its own generation log-probabilities ({out.logprob:.3f} vs {float(generated):.3f} "
                 f"for {token!r}); they are unusable for loglik protocols"
             )
+
+
+# OpenAI's (and vLLM's, llama-cpp-python's) message for a prompt longer than the context
+_CONTEXT_REFUSAL = re.compile(r"maximum context length is (\d+) tokens", re.I)
 
 
 def _continuation_logprob(logprobs: Any, start: int, end: int) -> LoglikelihoodOutcome:

@@ -15,7 +15,7 @@ from harness.errors import HarnessError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from harness.cli import judge, leaderboard, run, train
+    from harness.cli import annotate, judge, leaderboard, run, train
 
     parser = argparse.ArgumentParser(prog="harness", description="Evaluate medical LLMs.")
     parser.add_argument("--version", action="version", version=f"medllm-harness {__version__}")
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     leaderboard.add_commands(sub)
     judge.add_commands(sub)
     train.add_commands(sub)
+    annotate.add_commands(sub)
     return parser
 
 

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError
-
-
-def _store_arg(args: argparse.Namespace) -> str:
-    store: str | None = args.store or os.environ.get("HARNESS_STORE")
-    if not store:
-        raise HarnessError("name the results store: --store PATH_OR_URL (or set HARNESS_STORE)")
-    return store
+from harness.cli.options import store_arg
 
 
 def cmd_leaderboard_import(args: argparse.Namespace) -> int:
     from leaderboard.store import Store
 
-    with Store(_store_arg(args)) as store:
+    with Store(store_arg(args)) as store:
         for path in args.paths:
             outcome = store.import_path(Path(path))
             if isinstance(outcome, int):
@@ -36,8 +28,8 @@ def cmd_leaderboard_build(args: argparse.Namespace) -> int:
     from leaderboard.site import build_site
     from leaderboard.store import Store
 
-    with Store(_store_arg(args)) as store:
-        site = build_site(leaderboard_from_store(store), args.out)
+    with Store(store_arg(args)) as store:
+        site = build_site(leaderboard_from_store(store), args.out, history=store.task_results())
     print(f"site: {site.index} ({len(site.model_pages)} model pages)")
     return 0
 
@@ -47,7 +39,7 @@ def cmd_leaderboard_show(args: argparse.Namespace) -> int:
     from leaderboard.rankings import leaderboard_from_store
     from leaderboard.store import Store
 
-    with Store(_store_arg(args)) as store:
+    with Store(store_arg(args)) as store:
         text = render(leaderboard_from_store(store), args.format)
     print(text.rstrip("\n"))
     return 0

@@ -65,3 +65,13 @@ def backend_args(args: argparse.Namespace, text: str | None) -> dict[str, Any]:
 def split_list(text: str | None) -> tuple[str, ...]:
     """"a, b,,c" -> ("a", "b", "c")"""
     return tuple(t.strip() for t in (text or "").split(",") if t.strip())
+
+
+def store_arg(args: argparse.Namespace) -> str:
+    """--store, or $HARNESS_STORE: the results store (a SQLite path or an SQLAlchemy URL)."""
+    import os
+
+    store: str | None = args.store or os.environ.get("HARNESS_STORE")
+    if not store:
+        raise HarnessError("name the results store: --store PATH_OR_URL (or set HARNESS_STORE)")
+    return store

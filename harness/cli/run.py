@@ -12,7 +12,9 @@ from harness.errors import HarnessError
 
 # Auxiliary models of `harness run`, by role: (role, what it does), see RunConfig.aux_models.
 AUX_ROLES = (("patient", "interactive tasks: an LLM patient instead of the retrieval patient"),
-             ("turn_judge", "pqa tasks: an LLM labels turns asking/advising instead of the rule"))
+             ("turn_judge", "pqa tasks: an LLM labels turns asking/advising instead of the rule"),
+             ("grader", "rubric tasks (healthbench*): the model that decides each rubric item"),
+             ("extractor", "generative MCQA with --extractor model: reads the answers the rule is unsure of"))
 
 
 def _aux_models(args: argparse.Namespace) -> dict[str, Any]:
@@ -40,6 +42,74 @@ def _sft_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
     return recipe.model_dump(mode="json")
 
 
+def _rubric_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """--grader-prompt / --partial-rubrics: RunConfig.rubric (the prompt by contents, checked now)."""
+    if args.grader_prompt is None and not args.partial_rubrics:
+        return None
+    prompt = None
+    if args.grader_prompt is not None:
+        from harness.errors import ConfigError
+        from harness.scoring.rubric_grading import parse_grader_prompt
+
+        path = Path(args.grader_prompt)
+        if not path.is_file():
+            raise ConfigError("no such grader prompt file", file=str(path))
+        text = path.read_text(encoding="utf-8")
+        parse_grader_prompt(text, str(path))
+        prompt = {"source": str(path), "text": text}
+    return {"grader_prompt": prompt, "partial": args.partial_rubrics}
+
+
+def _write_cost(folder: Path, price_table: Path) -> str:
+    """RUN/cost.json: the tokens each task's samples record per model role, priced."""
+    import json
+
+    from harness.run.folder import RunFolder
+    from harness.scoring.cost import cost_report, load_price_table, run_usage
+
+    run = RunFolder(folder)
+    record = json.loads(run.record_path.read_text(encoding="utf-8"))
+    report = cost_report(run_usage(record, run.read_samples()), load_price_table(price_table))
+    (folder / "cost.json").write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    total = "n/a (unpriced: " + ", ".join(report.unpriced) + ")" if report.total_usd is None else \
+        f"${report.total_usd:.4f}"
+    if not report.roles:
+        total = "n/a (no task of this run records its tokens per sample)"
+    return f"cost: {total} -> {folder / 'cost.json'}"
+
+
+def _protocol(args: argparse.Namespace) -> str | None:
+    """--responses ideal grades the stored physician completions: protocol rubric_ideal."""
+    if args.responses != "ideal":
+        return str(args.protocol) if args.protocol else None
+    if args.protocol not in (None, "rubric_ideal"):
+        raise HarnessError(f"--responses ideal grades stored completions; it cannot go with --protocol {args.protocol}")
+    return "rubric_ideal"
+
+
+def _ray_options(args: argparse.Namespace) -> Any:
+    """--executor ray: its RayOptions (Ray imported now, so a missing extra is one line up front);
+    None for --executor local, which refuses the Ray-only options."""
+    ray_only = {"--ray-address": args.ray_address, "--shards": args.shards,
+                "--gpus-per-shard": args.gpus_per_shard, "--cpus-per-shard": args.cpus_per_shard}
+    if args.executor != "ray":
+        given = [flag for flag, value in ray_only.items() if value is not None]
+        if given:
+            raise HarnessError(f"{', '.join(given)} need --executor ray")
+        return None
+    from harness.protocols.sft import is_sft
+    from harness.run.executors import RayOptions, require_ray
+
+    require_ray()
+    if args.shard is not None:
+        raise HarnessError("--executor ray shards the run itself: use --shards N instead of --shard I/N")
+    if is_sft(args.protocol):
+        raise HarnessError("--protocol sft runs with --executor local only")
+    return RayOptions(address=args.ray_address, shards=args.shards, gpus_per_shard=args.gpus_per_shard,
+                      cpus_per_shard=1.0 if args.cpus_per_shard is None else args.cpus_per_shard,
+                      max_retries=args.ray_max_retries)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.protocols.sft import is_sft
     from harness.run.config import RunConfig
@@ -47,17 +117,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.run.runner import Runner
     from harness.types import stable_hash
 
+    ray_options = _ray_options(args)  # before any work: a missing extra fails at once
+    from harness.run.threads import apply_threads
+
+    apply_threads(args.threads)
     tasks = split_list(args.tasks)
     model_args = backend_args(args, args.model_args)
     fields: dict[str, Any] = dict(
         model=args.model, backend=args.backend, model_args=model_args,
-        batch_size=args.batch_size, suite=args.suite, tasks=tasks, protocol=args.protocol,
+        batch_size=args.batch_size, suite=args.suite, tasks=tasks, protocol=_protocol(args),
         num_fewshot=args.num_fewshot, seed=args.seed, limit=args.limit,
         data_source=args.data_source, data_dir=args.data_dir,
         cache=None if args.no_cache else (args.cache or default_cache()),
         task_dirs=tuple(args.include_tasks or ()), shard=args.shard, max_attempts=args.max_attempts,
         lmeval_include=args.lmeval_include, aux_models=_aux_models(args), sft_recipe=_sft_recipe(args),
+        rubric=_rubric_options(args),
+        **({"dedup": True} if args.dedup else {}), **({"truncate": args.truncate} if args.truncate else {}),
     )
+    if args.extractor:  # --extractor model without --extractor-model: the embedded default model reads
+        fields["extractor"] = args.extractor
+        if args.extractor == "model":
+            fields["aux_models"].setdefault("extractor", {"model": None, "backend": "hf", "model_args": {}})
     output = args.output
     if output is None:
         # Deterministic default: rerunning the same command resumes the same run.
@@ -71,17 +151,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         from trainers.task_sft.flow import run_sft
 
         record = run_sft(config, progress=progress)
+    elif ray_options is not None:  # the shards as Ray tasks, merged into one record
+        from harness.run.executors import run_on_ray
+
+        record = run_on_ray(config, ray_options, progress=progress)
     else:
         record = Runner(config, progress=progress).run()
     print(format_record(record))
     print(f"record: {config.output / 'run.json'}")
+    if args.price_table is not None:
+        print(_write_cost(config.output, args.price_table))
     if args.store:
         from leaderboard.store import Store
 
         with Store(args.store) as store:
             outcome = store.import_run(config.output)
         print(f"store: {'added' if outcome.added else 'already held'} run {outcome.run_id} in {store.url}")
-    return 0
+    return unscored_status(record, args.allow_unscored)
+
+
+def unscored_status(record: Any, allow_unscored: bool) -> int:
+    """EXIT_UNSCORED when a sample is unscored because its request failed (or its prompt exceeded the
+    context), unless the user accepts it; 0 otherwise."""
+    from harness.run.report import failed_request_counts
+
+    failed = failed_request_counts(record)
+    if not failed or allow_unscored:
+        return 0
+    import sys
+
+    total = sum(failed.values())
+    print(f"error: {total} sample(s) unscored because a request failed in {len(failed)} task(s); exit status "
+          f"{EXIT_UNSCORED} (pass --allow-unscored to accept)", file=sys.stderr)
+    return EXIT_UNSCORED
+
+
+# The exit status of a run that left samples unscored because requests failed: distinct from 1
+# (a regression, `harness compare`) and 2 (a usage or input error).
+EXIT_UNSCORED = 3
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -109,10 +216,16 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from harness.run.folder import RunFolder
     from harness.run.records import read_record
-    from harness.run.report import format_record
+    from harness.run.report import format_record, partial_lines
 
-    print(format_record(read_record(Path(args.run))))
+    record = read_record(Path(args.run))
+    print(format_record(record))
+    folder = RunFolder(Path(args.run))
+    if record.status != "finished" and folder.samples_path.is_file():  # what a partial run has scored
+        for line in partial_lines(record, folder.read_samples()):
+            print(line)
     return 0
 
 
@@ -140,6 +253,8 @@ def add_commands(sub: Any) -> None:
     run.add_argument("--timeout", type=float, help="openai backend: seconds per request (default 60)")
     run.add_argument("--model-args", help="backend arguments, e.g. dtype=bfloat16,device=cuda")
     run.add_argument("--batch-size", type=int, default=8)
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: OMP_NUM_THREADS, else the usable "
+                     "cores minus the current load, at least 1); recorded in run.json")
     run.add_argument("--suite", help="suite name (see `harness tasks`)")
     run.add_argument("--tasks", help="comma-separated task ids; lm_eval:NAME runs lm-eval's task NAME")
     run.add_argument("--protocol", help="loglik, loglik_text, generate, cot, sc@K, voc (default: per task); "
@@ -147,6 +262,8 @@ def add_commands(sub: Any) -> None:
                      "default protocol / NAME")
     run.add_argument("--sft-recipe", type=Path, help="--protocol sft: fine-tuning recipe YAML (method, max_steps, "
                      "learning_rate, ...; default: LoRA, 30 steps)")
+    run.add_argument("--extractor", help="answer extractor of every generative MCQA task (choice, last_answer, "
+                     "model: the rule, then the --extractor-model where the rule is unsure; default: per task)")
     run.add_argument("--num-fewshot", type=int, default=0)
     run.add_argument("--seed", type=int, default=1234)
     run.add_argument("--limit", type=int, help="score only the first N samples of each task")
@@ -161,8 +278,36 @@ def add_commands(sub: Any) -> None:
     run.add_argument("--lmeval-include", type=Path,
                      help="folder of extra lm-eval task YAMLs, for --tasks lm_eval:NAME")
     run.add_argument("--shard", help="I/N: score only shard I (0-based) of N of every task")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="local (default): this process; ray: the shards as Ray tasks, merged into one "
+                     "record (pip install 'medllm-harness[ray]'; OUTPUT must be on a path all nodes share)")
+    run.add_argument("--ray-address", help="--executor ray: the cluster, auto or ray://HOST:PORT (default: "
+                     "RAY_ADDRESS, else a new local cluster)")
+    run.add_argument("--shards", type=int, help="--executor ray: number of shards (default: the cluster's GPUs "
+                     "divided by --gpus-per-shard; 1 on a CPU-only cluster)")
+    run.add_argument("--gpus-per-shard", type=float, help="--executor ray: GPUs per shard task (default: 1 on "
+                     "a cluster with GPUs, else 0); vLLM's tensor_parallel_size takes them from the task")
+    run.add_argument("--cpus-per-shard", type=float, help="--executor ray: CPUs per shard task (default 1)")
+    run.add_argument("--ray-max-retries", type=int, default=3,
+                     help="--executor ray: retries of a shard whose worker or node died (default 3)")
+    run.add_argument("--dedup", action="store_true",
+                     help="score each exact duplicate record of a data file once (default: both, with a warning)")
+    run.add_argument("--truncate", choices=["left", "middle"],
+                     help="cut prompts longer than the model's context (default: leave those samples unscored)")
+    run.add_argument("--allow-unscored", action="store_true",
+                     help=f"exit 0 even when requests failed (default: exit {3} when any sample is unscored "
+                     "because its request failed)")
     run.add_argument("--max-attempts", type=int, default=4,
                      help="tries per request before its sample is unscored (default 4)")
+    run.add_argument("--grader-prompt", type=Path, help="rubric tasks: the grader's prompt file (a .yaml like "
+                     "tasks/prompts/rubric_grader.yaml, or a plain-text template with <<conversation>> and "
+                     "<<rubric_item>>, e.g. upstream's); its hash enters the grader fingerprint")
+    run.add_argument("--partial-rubrics", action="store_true", help="rubric tasks: score an example whose grader "
+                     "replies did not all parse on its graded items (default: leave it unscored)")
+    run.add_argument("--responses", choices=["model", "ideal"], default="model", help="rubric tasks: grade the "
+                     "model's responses, or the physicians' stored ideal completions (protocol rubric_ideal)")
+    run.add_argument("--price-table", type=Path, help="USD per million tokens per model name (YAML or JSON): "
+                     "write the run's token cost per model role to RUN/cost.json")
     run.add_argument("--store", help="after the run, import it into this results store (SQLite path or "
                      "SQLAlchemy URL)")
     for role, what in AUX_ROLES:

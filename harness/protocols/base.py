@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ class PromptContext:
     seed: int = 0
     # roles of the auxiliary models the run configures (RunConfig.aux_models), e.g. "patient"
     aux_roles: frozenset[str] = frozenset()
+    # run-level settings of a task family, by family (e.g. "rubric": RunConfig.rubric as a dict)
+    family_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def select_fewshot(sample: Sample, ctx: PromptContext) -> list[Sample]:

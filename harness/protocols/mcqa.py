@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from harness.protocols import model_extract
 from harness.protocols.base import PROTOCOLS, PromptContext, Protocol
-from harness.protocols.extract import get_extractor
+from harness.protocols.extract import DEFAULT_EXTRACTOR
 from harness.types import (
     GenerationConfig,
     GenerationRequest,
@@ -81,6 +82,11 @@ class LoglikTextProtocol(LoglikProtocol):
 DEFAULT_INSTRUCTION = "Answer with the letter of the correct option only."
 
 
+def _output(result: Any) -> str:
+    assert isinstance(result, GenerationResult)
+    return result.text
+
+
 class GenerateProtocol(Protocol):
     name = "generate"
     kind = RequestKind.GENERATE
@@ -91,12 +97,26 @@ class GenerateProtocol(Protocol):
         config = GenerationConfig(max_tokens=ctx.options.max_tokens, temperature=0.0)
         return [GenerationRequest(messages=(Message("user", content),), config=config)]
 
+    def aux_roles(self, ctx: PromptContext) -> tuple[str, ...]:
+        return (model_extract.ROLE,) if model_extract.uses_model(ctx) else ()
+
+    def record_info(self, ctx: PromptContext) -> dict[str, Any]:
+        return model_extract.record_info(ctx, DEFAULT_EXTRACTOR)
+
+    def followup(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[Request]:
+        # extractor: model asks the extractor model once, where the rule is unsure
+        if not model_extract.uses_model(ctx) or len(results) != 1:
+            return []
+        rule = model_extract.rule_for(sample, ctx, DEFAULT_EXTRACTOR)
+        return list(model_extract.requests_for([_output(results[0])], sample, ctx, rule))
+
     def score(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> Score:
-        (result,) = results
-        assert isinstance(result, GenerationResult)
+        text = _output(results[0])
         labels = ctx.format.labels(sample)
-        extraction = get_extractor(ctx.options.extractor)(result.text, labels, sample.choices)
-        meta: dict[str, Any] = {"output": result.text, "extraction": extraction.method}
+        rule = model_extract.rule_for(sample, ctx, DEFAULT_EXTRACTOR)
+        (extraction,), asked = model_extract.decide([text], results[1:], sample, ctx, rule)
+        meta: dict[str, Any] = {"output": text, "extraction": extraction.method,
+                                **model_extract.model_meta(asked, [extraction])}
         if extraction.index is None:
             return Score(value=None, explanation=f"no answer extracted: {extraction.method}",
                          metadata=meta)

@@ -11,8 +11,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from harness.protocols import model_extract
 from harness.protocols.base import PROTOCOLS, PromptContext, Protocol
-from harness.protocols.extract import Extraction, get_extractor
+from harness.protocols.extract import Extraction
 from harness.types import (
     GenerationConfig,
     GenerationRequest,
@@ -36,10 +37,42 @@ LABEL_WORDS_INSTRUCTION = (
 DEFAULT_SC_TEMPERATURE = 0.7
 
 
+RULE = "last_answer"  # the rule-based extractor of reasoning texts (also under `extractor: model`)
+
+
 def extract_final(text: str, sample: Sample, ctx: PromptContext) -> Extraction:
     """The final answer of a reasoning text: the last explicit answer wins."""
-    extractor = get_extractor(ctx.options.extractor or "last_answer")
-    return extractor(text, ctx.format.labels(sample), sample.choices)
+    return model_extract.rule_for(sample, ctx, RULE)(text)
+
+
+class _ModelExtracted(Protocol):
+    """`extractor: model`: one more stage asks the extractor model about the texts the rule is
+    unsure of (`_texts` says which results are answers, given all results so far, or None while
+    earlier stages are pending)."""
+
+    def _texts(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[str] | None:
+        raise NotImplementedError
+
+    def aux_roles(self, ctx: PromptContext) -> tuple[str, ...]:
+        return (model_extract.ROLE,) if model_extract.uses_model(ctx) else ()
+
+    def record_info(self, ctx: PromptContext) -> dict[str, Any]:
+        return model_extract.record_info(ctx, RULE)
+
+    def _extractor_stage(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[Request]:
+        texts = self._texts(sample, results, ctx)
+        if not model_extract.uses_model(ctx) or texts is None or len(results) != self._answers_end(sample, ctx):
+            return []
+        return list(model_extract.requests_for(texts, sample, ctx, model_extract.rule_for(sample, ctx, RULE)))
+
+    def _answers_end(self, sample: Sample, ctx: PromptContext) -> int:
+        raise NotImplementedError
+
+    def _extract(self, sample: Sample, results: Sequence[Any], ctx: PromptContext,
+                 texts: list[str]) -> tuple[list[Extraction], dict[str, Any]]:
+        rule = model_extract.rule_for(sample, ctx, RULE)
+        extractions, asked = model_extract.decide(texts, results[self._answers_end(sample, ctx):], sample, ctx, rule)
+        return extractions, model_extract.model_meta(asked, extractions)
 
 
 def _question(sample: Sample, ctx: PromptContext) -> str:
@@ -80,7 +113,7 @@ def _scored(sample: Sample, ctx: PromptContext, ext: Extraction, meta: dict[str,
     return Score(float(ext.index == sample.target), answer=labels[ext.index], metadata=meta)
 
 
-class CoTProtocol(Protocol):
+class CoTProtocol(_ModelExtracted):
     name = "cot"
     kind = RequestKind.GENERATE
 
@@ -89,13 +122,22 @@ class CoTProtocol(Protocol):
         config = GenerationConfig(max_tokens=ctx.options.max_tokens, temperature=0.0)
         return [GenerationRequest(messages=_chat(content, ctx), config=config)]
 
+    def _answers_end(self, sample: Sample, ctx: PromptContext) -> int:
+        return 1
+
+    def _texts(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[str] | None:
+        return [_text(results[0])]
+
+    def followup(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[Request]:
+        return self._extractor_stage(sample, results, ctx)
+
     def score(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> Score:
         text = _text(results[0])
-        ext = extract_final(text, sample, ctx)
-        return _scored(sample, ctx, ext, {"output": text})
+        (ext,), meta = self._extract(sample, results, ctx, [text])
+        return _scored(sample, ctx, ext, {"output": text, **meta})
 
 
-class SelfConsistencyProtocol(Protocol):
+class SelfConsistencyProtocol(_ModelExtracted):
     """k chains sampled with seeds seed..seed+k-1 (the run's --seed; the cache and a resume see
     the same requests),
     majority vote over the extracted answers. A tie goes to the answer whose first vote came
@@ -120,12 +162,22 @@ class SelfConsistencyProtocol(Protocol):
             for j in range(opts.k)
         ]
 
+    def _answers_end(self, sample: Sample, ctx: PromptContext) -> int:
+        return ctx.options.k
+
+    def _texts(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[str] | None:
+        return [_text(r) for r in results[: ctx.options.k]]
+
+    def followup(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[Request]:
+        return self._extractor_stage(sample, results, ctx)
+
     def score(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> Score:
         labels = ctx.format.labels(sample)
-        outputs = [_text(r) for r in results]
-        chains = [extract_final(t, sample, ctx) for t in outputs]
+        outputs = [_text(r) for r in results[: ctx.options.k]]
+        chains, model_meta = self._extract(sample, results, ctx, outputs)
         votes = Counter(labels[c.index] for c in chains if c.index is not None)
         meta: dict[str, Any] = {
+            **model_meta,
             "outputs": outputs,
             "chain_answers": [labels[c.index] if c.index is not None else None for c in chains],
             "chain_extraction": [c.method for c in chains],
@@ -153,7 +205,7 @@ VOC_DECIDE = (
 )
 
 
-class VerificationOfChoiceProtocol(Protocol):
+class VerificationOfChoiceProtocol(_ModelExtracted):
     """Verification-of-Choice (AntGLM-Med, Li et al. 2023): the model first argues for each
     option in turn, then chooses given its own arguments. Two stages: the runner asks for the
     decision once every argument is back (`followup`)."""
@@ -175,7 +227,16 @@ class VerificationOfChoiceProtocol(Protocol):
             for lab, choice in zip(labels, sample.choices, strict=True)
         ]
 
+    def _answers_end(self, sample: Sample, ctx: PromptContext) -> int:
+        return len(sample.choices) + 1
+
+    def _texts(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[str] | None:
+        end = self._answers_end(sample, ctx)
+        return [_text(results[end - 1])] if len(results) >= end else None
+
     def followup(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[Request]:
+        if len(results) == self._answers_end(sample, ctx):  # the decision is back: the extractor stage
+            return self._extractor_stage(sample, results, ctx)
         if len(results) != len(sample.choices):
             return []
         labels = ctx.format.labels(sample)
@@ -187,12 +248,13 @@ class VerificationOfChoiceProtocol(Protocol):
         return [GenerationRequest(messages=_chat(content, ctx), config=self._config(ctx))]
 
     def score(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> Score:
-        if len(results) != len(sample.choices) + 1:
-            raise ValueError(f"voc expects {len(sample.choices) + 1} results, got {len(results)}")
-        arguments = [_text(r) for r in results[:-1]]
-        decision = _text(results[-1])
-        ext = extract_final(decision, sample, ctx)
-        return _scored(sample, ctx, ext, {"output": decision, "arguments": arguments})
+        end = self._answers_end(sample, ctx)
+        if len(results) not in (end, end + 1):
+            raise ValueError(f"voc expects {end} results, got {len(results)}")
+        arguments = [_text(r) for r in results[: end - 1]]
+        decision = _text(results[end - 1])
+        (ext,), meta = self._extract(sample, results, ctx, [decision])
+        return _scored(sample, ctx, ext, {"output": decision, "arguments": arguments, **meta})
 
 
 COT = CoTProtocol()

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.protocols import model_extract
+from harness.protocols.extract import MODEL_EXTRACTOR
 from harness.run.folder import SampleLog, score_from_json
 from harness.run.planning import TaskPlan
 from harness.run.records import TaskResult
@@ -41,7 +43,47 @@ def task_result(plan: TaskPlan, sample_log: SampleLog, duration: float,
     result.extra.update(plan.protocol.record_info(plan.ctx))
     if plan.aux:
         result.extra["aux_models"] = {role: (aux_info or {})[role] for role in plan.aux}
+    result.extra.update(plan.data_extra)
+    if plan.truncate:
+        result.extra["truncate"] = plan.truncate
     return summarize(result, stored_scores(plan, sample_log))
+
+
+def unscored_reason(score: Score) -> str:
+    """The reason an unscored sample is counted under: its explanation's first line, with the
+    per-sample numbers of "prompt exceeds context: N tokens > M" dropped."""
+    if score.metadata.get("context_exceeded"):
+        return "prompt exceeds context"
+    text = (score.explanation or "unscored").strip().splitlines()[0] if score.explanation else "unscored"
+    return text[:160]
+
+
+def unscored_extra(scores: Sequence[Score]) -> dict[str, Any]:
+    """Record facts about the task's unscored samples: counts by reason, how many because a request
+    failed, and the first failed request's error line; truncated prompts counted too."""
+    reasons: dict[str, int] = {}
+    failed = 0
+    first_error: str | None = None
+    truncated = 0
+    for s in scores:
+        if s.metadata.get("truncated"):
+            truncated += 1
+        if s.value is not None:
+            continue
+        reason = unscored_reason(s)
+        reasons[reason] = reasons.get(reason, 0) + 1
+        if s.metadata.get("request_failed"):
+            failed += 1
+            first_error = first_error or reason
+    out: dict[str, Any] = {}
+    if reasons:
+        out["unscored"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))
+    if failed:
+        out["request_failed"] = failed
+        out["first_error"] = first_error
+    if truncated:
+        out["truncated_prompts"] = truncated
+    return out
 
 
 def summarize(result: TaskResult, scores: Sequence[Score]) -> TaskResult:
@@ -52,7 +94,12 @@ def summarize(result: TaskResult, scores: Sequence[Score]) -> TaskResult:
         metric = METRICS.get(n)
         # the direction travels with the record, so readers never guess it from this install
         metrics[n] = {**metric.aggregate(scores, options).to_json(), "higher_is_better": metric.higher_is_better}
-    return result.model_copy(update={"metrics": metrics, "n_samples": len(scores)})
+    extra = {k: v for k, v in result.extra.items()
+             if k not in ("unscored", "request_failed", "first_error", "truncated_prompts")}
+    extra.update(unscored_extra(scores))
+    if extra.get("extractor") == MODEL_EXTRACTOR:  # the samples the extractor model decided, counted apart
+        extra["model_extractor"] = model_extract.counts(scores)
+    return result.model_copy(update={"metrics": metrics, "n_samples": len(scores), "extra": extra})
 
 
 def group_results(

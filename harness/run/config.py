@@ -22,6 +22,30 @@ class AuxModel(BaseModel):
     )
 
 
+class GraderPromptFile(BaseModel):
+    """A rubric grader prompt, by contents (so a resumed run refuses an edited prompt)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: str = Field(description="File name or path it was read from (.yaml: ours; other: upstream-style text).")
+    text: str = Field(description="The file's text.")
+
+
+class RubricOptions(BaseModel):
+    """Rubric-graded tasks (the `rubric` family, e.g. HealthBench): how the grader works."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    grader_prompt: GraderPromptFile | None = Field(
+        default=None, description="Grader prompt; None = the built-in tasks/prompts/rubric_grader.yaml."
+    )
+    partial: bool = Field(
+        default=False, description="Score an example with ungraded items on its graded ones (else unscored)."
+    )
+    grader_temperature: float = Field(default=0.0, ge=0.0, description="Grader sampling temperature.")
+    grader_max_tokens: int | None = Field(default=None, ge=1, description="Grader reply limit; None = the prompt's.")
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -36,6 +60,10 @@ class RunConfig(BaseModel):
     suite: str | None = Field(default=None, description="Suite name (tasks/suites/*.yaml).")
     tasks: tuple[str, ...] = Field(default=(), description="Task ids, in addition to the suite.")
     protocol: str | None = Field(default=None, description="Protocol; None = each task's default.")
+    extractor: str | None = Field(
+        default=None, description="Answer extractor of every generative MCQA task, instead of its protocol's "
+        "`extractor:` (e.g. 'model': the 'extractor' auxiliary model decides where the rule is unsure).",
+    )
     num_fewshot: int = Field(default=0, ge=0, description="Few-shot exemplars per prompt.")
     seed: int = Field(default=1234, description="Seeds few-shot selection and sampling.")
     limit: int | None = Field(default=None, ge=1, description="Score only the first N samples.")
@@ -44,7 +72,8 @@ class RunConfig(BaseModel):
     )
     data_dir: Path | None = Field(default=None, description="Folder with the local data files.")
     output: Path = Field(description="Run folder (run.json, samples.jsonl).")
-    cache: Path | None = Field(default=None, description="SQLite request cache; None disables.")
+    cache: Path | None = Field(default=None, description="SQLite request cache; None disables. Not set: the "
+                               "Runner uses the user's request cache for a model it creates, as `harness run` does.")
     shard: tuple[int, int] | None = Field(
         default=None, description="(I, N): score only shard I of N of every task (0-based)."
     )
@@ -60,10 +89,21 @@ class RunConfig(BaseModel):
         description="Auxiliary models by role: 'patient' (interactive tasks: an LLM patient instead of the "
         "retrieval patient), 'turn_judge' (pqa tasks: an LLM labels turns asking/advising).",
     )
+    rubric: RubricOptions | None = Field(
+        default=None, description="Rubric-graded tasks: grader prompt, partial rubrics; None = the defaults."
+    )
     sft_recipe: dict[str, Any] | None = Field(
         default=None,
         description="--protocol sft: the fine-tuning recipe's contents (trainers.task_sft.SFTRecipe); None = the "
         "default recipe. Contents, not a path, so a resumed run refuses an edited recipe.",
+    )
+    dedup: bool = Field(
+        default=False, description="Score each exact duplicate record of a data file once (default: score both, "
+        "warn and record the duplicate lines in the task's record).",
+    )
+    truncate: Literal["left", "middle"] | None = Field(
+        default=None, description="A prompt longer than the model's context: None = leave the sample unscored "
+        "('prompt exceeds context'); 'left' drops its start, 'middle' its middle (counted per sample).",
     )
 
     @field_validator("shard", mode="before")
@@ -90,6 +130,13 @@ class RunConfig(BaseModel):
         exclude = {"output", "cache", "data_dir", "max_attempts"}
         if not self.aux_models:  # keeps the identity (and default run folder) of earlier runs
             exclude.add("aux_models")
+        if self.extractor is None:
+            exclude.add("extractor")
         if self.sft_recipe is None:
             exclude.add("sft_recipe")
+        for name in ("dedup", "truncate"):  # only when set, so earlier runs keep their identity
+            if not getattr(self, name):
+                exclude.add(name)
+        if self.rubric is None:
+            exclude.add("rubric")
         return self.model_dump(mode="json", exclude=exclude)

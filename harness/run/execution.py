@@ -3,9 +3,12 @@ follow-ups, scores appended to the sample log chunk by chunk."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
+from harness.backends.context import fit_request
 from harness.errors import CapabilityError, HarnessError
 from harness.run.folder import SampleLog, score_to_json
 from harness.run.planning import TaskPlan
@@ -45,6 +48,9 @@ def request_size(request: Request) -> int:
 def score_sample(plan: TaskPlan, sample: Sample, results: Sequence[Any]) -> Score:
     """A sample with a failed request is unscored with the reason; never guessed."""
     failures = [r for r in results if isinstance(r, RequestFailure)]
+    too_long = [f for f in failures if f.context_exceeded]
+    if too_long:  # not sent: not a failed request
+        return Score(None, explanation=too_long[0].reason, metadata={"context_exceeded": True})
     if failures:
         return Score(None, explanation=f"request failed: {failures[0].reason}",
                      metadata={"request_failed": True, "failures": [f.reason for f in failures]})
@@ -69,9 +75,12 @@ def call_by_kind(backend: ModelBackend, requests: Sequence[Request]) -> list[Any
     return results
 
 
-def dispatch(backends: Mapping[str | None, ModelBackend], requests: Sequence[Request]) -> list[Any]:
+def dispatch(backends: Mapping[str | None, ModelBackend], requests: Sequence[Request], *,
+             truncate: str | None = None, truncated: set[int] | None = None) -> list[Any]:
     """Like call_by_kind, but RoutedRequests go to the auxiliary backend of their role (key None is the
-    model under test); results back in request order."""
+    model under test); results back in request order. A request longer than its model's context is
+    not sent (its result: a context_exceeded RequestFailure) unless `truncate` cuts it to fit; the
+    positions of cut requests are added to `truncated`."""
     by_role: dict[str | None, list[int]] = {}
     for i, r in enumerate(requests):
         by_role.setdefault(r.role if isinstance(r, RoutedRequest) else None, []).append(i)
@@ -80,8 +89,22 @@ def dispatch(backends: Mapping[str | None, ModelBackend], requests: Sequence[Req
         if role not in backends:
             raise HarnessError(f"a protocol asked for the {role!r} model, but the run configures none")
         batch = [r.request if isinstance(r, RoutedRequest) else r for r in (requests[i] for i in idx)]
-        for i, res in zip(idx, call_by_kind(backends[role], batch), strict=True):
-            results[i] = res
+        send: list[int] = []
+        for pos, (i, req) in enumerate(zip(idx, batch, strict=True)):
+            fitted = fit_request(backends[role], req, truncate)
+            if fitted.request is None:
+                results[i] = fitted.failure()
+                continue
+            if fitted.truncated:
+                batch[pos] = fitted.request
+                if truncated is not None:
+                    truncated.add(i)
+            send.append(pos)
+        if not send:
+            continue
+        out = call_by_kind(backends[role], [batch[pos] for pos in send])
+        for pos, res in zip(send, out, strict=True):
+            results[idx[pos]] = res
     return results
 
 
@@ -97,31 +120,47 @@ def execute_task(plan: TaskPlan, backends: Mapping[str | None, ModelBackend], sa
     try:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start:start + chunk_size]
+            chunk_started = time.monotonic()
             flat: list[Request] = []
             spans = []
             for s in chunk:
                 reqs = plan.requests[s.id]
                 spans.append((len(flat), len(flat) + len(reqs)))
                 flat.extend(reqs)
-            results = dispatch(backends, flat)
+            cut: set[int] = set()
+            results = dispatch(backends, flat, truncate=plan.truncate, truncated=cut)
             per_sample = [list(results[a:b]) for a, b in spans]
             _followups(plan, chunk, per_sample, backends)
-            entries = []
+            entries: list[dict[str, Any]] = []
             for s, sample_results in zip(chunk, per_sample, strict=True):
                 score = score_sample(plan, s, sample_results)
+                a, b = spans[len(entries)]
+                if any(a <= i < b for i in cut):  # --truncate cut one of its prompts: counted per sample
+                    score = replace(score, metadata={**score.metadata, "truncated": plan.truncate})
                 entries.append({
                     "task_key": plan.key, "sample_id": s.id, "index": plan.index[s.id],
                     "target": s.target,
-                    "prompt": plan.requests[s.id][0].key().get("context")
-                    or plan.requests[s.id][0].key().get("messages"),
+                    "prompt": _first_prompt(plan.requests[s.id]),
                     "score": score_to_json(score),
                 })
+            per_sample_s = round((time.monotonic() - chunk_started) / max(len(entries), 1), 4)
+            for entry in entries:  # a task's duration over resumed sessions is the sum of these
+                entry["elapsed_s"] = per_sample_s
             sample_log.append(entries)
             if bar is not None:
                 bar.update(len(chunk))
     finally:
         if bar is not None:
             bar.close()
+
+
+def _first_prompt(requests: Sequence[Request]) -> Any:
+    """The stored prompt of a sample: its first request's (None when it needed none, e.g. a
+    rubric_ideal sample without a stored completion)."""
+    if not requests:
+        return None
+    key = requests[0].key()
+    return key.get("context") or key.get("messages")
 
 
 def _followups(plan: TaskPlan, chunk: Sequence[Sample], per_sample: list[list[Any]],
@@ -139,7 +178,7 @@ def _followups(plan: TaskPlan, chunk: Sequence[Sample], per_sample: list[list[An
         if not pending:
             return
         flat = [r for _, reqs in pending for r in reqs]
-        results = dispatch(backends, flat)
+        results = dispatch(backends, flat, truncate=plan.truncate)
         pos = 0
         for i, reqs in pending:
             per_sample[i].extend(results[pos:pos + len(reqs)])

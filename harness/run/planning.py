@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from harness.data.sources import SourceKind, load_split
+from harness.data.sources import SourceKind, load_split, read_split
 from harness.data.spec import ProtocolSpec, TaskSpec
 from harness.errors import HarnessError
 from harness.protocols.base import EXTERNAL_TASKS, PROTOCOLS, ExternalOptions, PromptContext, Protocol
+from harness.protocols.extract import EXTRACTORS
 from harness.protocols.formats import FORMATS, PromptFormat
 from harness.run.catalog import Catalog
 from harness.run.config import RunConfig
@@ -31,6 +33,10 @@ class TaskPlan:
     index: dict[str, int]
     # role -> fingerprint of the auxiliary models (patient, judge) this task's protocol uses
     aux: dict[str, str] = field(default_factory=dict)
+    # facts about the data (exact duplicate records) for the task's record extra
+    data_extra: dict[str, Any] = field(default_factory=dict)
+    # --truncate: how prompts longer than the model's context are cut (None: left unscored)
+    truncate: str | None = None
 
     def fingerprint(self, scorer: str) -> str:
         parts = {
@@ -41,6 +47,8 @@ class TaskPlan:
         # only when present, so the fingerprints of other tasks stay put
         if self.aux:
             parts["aux_models"] = self.aux
+        if self.truncate:
+            parts["truncate"] = self.truncate
         info = self.protocol.record_info(self.ctx)
         if info:
             parts["protocol_info"] = info
@@ -70,7 +78,11 @@ def resolve_tasks(config: RunConfig, catalog: Catalog) -> tuple[list[tuple[str, 
 def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind, protocol_name: str | None = None) -> TaskPlan:
     protocol_name, options = spec.protocol(config.protocol or protocol_name)
     protocol = PROTOCOLS.get(protocol_name)
-    samples = load_split(spec, spec.eval_split, source, config.data_dir)
+    if config.extractor is not None:  # --extractor: instead of the task's own `extractor:`
+        EXTRACTORS.get(config.extractor)  # an unknown name: one line with "did you mean"
+        options = options.model_copy(update={"extractor": config.extractor})
+    data = read_split(spec, spec.eval_split, source, config.data_dir, dedup=config.dedup)
+    samples = data.samples
     if config.limit is not None:
         samples = samples[: config.limit]
     pool: tuple[Sample, ...] = ()
@@ -80,9 +92,15 @@ def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind, protocol_na
             raise HarnessError(f"task {spec.task!r} defines no few-shot split")
         pool = tuple(load_split(spec, fewshot.split, source, config.data_dir))
         fewshot = fewshot.model_copy(update={"seed": config.seed})
+    settings = {"rubric": config.rubric.model_dump(mode="json")} if config.rubric is not None else {}
     ctx = PromptContext(FORMATS.get(spec.format), options, config.num_fewshot, pool, fewshot,
-                        language=spec.language, seed=config.seed, aux_roles=frozenset(config.aux_models))
-    return _finish_plan(spec, protocol, ctx, samples, config, source)
+                        language=spec.language, seed=config.seed, aux_roles=frozenset(config.aux_models),
+                        family_settings=settings)
+    plan = _finish_plan(spec, protocol, ctx, samples, config, source)
+    plan.data_extra = data.record_extra()
+    if config.limit is not None:  # a subset: its own data fingerprint, and said in the record
+        plan.data_extra["selection"] = {"limit": config.limit, "of": len(data.samples)}
+    return plan
 
 
 def external_provider(name: str) -> str | None:
@@ -139,4 +157,5 @@ def _finish_plan(spec: TaskSpec, protocol: Protocol, ctx: PromptContext, samples
     return TaskPlan(
         key=key, spec=spec, protocol=protocol, ctx=ctx, samples=samples, requests=requests,
         source=source, data_fingerprint=data_fp, prompt_hash=prompt_hash, index=index,
+        truncate=config.truncate,
     )

@@ -67,6 +67,10 @@ class RunRecord(_Record):
     requests: dict[str, Any] = Field(
         default_factory=dict, description="Retries, failures and token usage of the backend."
     )
+    process: dict[str, Any] = Field(
+        default_factory=dict, description="The process writing a running record (pid, host), so a reader "
+        "can tell a live run from a killed one (run_state)."
+    )
 
     def write(self, out_dir: Path) -> Path:
         path = out_dir / "run.json"
@@ -74,6 +78,31 @@ class RunRecord(_Record):
         tmp.write_text(self.model_dump_json(indent=2), encoding="utf-8")
         os.replace(tmp, path)
         return path
+
+
+def this_process() -> dict[str, Any]:
+    """The pid and host a running record names."""
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def run_state(record: RunRecord) -> str:
+    """The record's status, with a "running" record whose process is gone (on this host) shown as
+    "interrupted": killed, or stopped without writing its status."""
+    if record.status != "running" or not record.process:
+        return record.status
+    import socket
+
+    if record.process.get("host") != socket.gethostname():
+        return "running"  # another machine's process: cannot tell
+    try:
+        os.kill(int(record.process["pid"]), 0)
+    except ProcessLookupError:
+        return "interrupted"
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return "running"
+    return "running"
 
 
 def read_record(path: Path) -> RunRecord:
@@ -124,4 +153,7 @@ def environment() -> dict[str, Any]:
             env[pkg] = version(pkg)
         except PackageNotFoundError:
             env[pkg] = None
+    from harness.run.threads import thread_settings
+
+    env.update(thread_settings())  # CPU threads: the choice, its source, torch's actual count
     return env

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from harness import __version__
@@ -30,10 +31,17 @@ from harness.run.config import RunConfig
 from harness.run.execution import ProgressFactory, check_capabilities, execute_task
 from harness.run.folder import RunFolder, SampleLog
 from harness.run.planning import TaskPlan, plan_run
-from harness.run.records import ModelInfo, RunRecord, environment, git_commit
+from harness.run.records import ModelInfo, RunRecord, environment, git_commit, this_process
 from harness.types import ModelBackend
 
 __all__ = ["ProgressFactory", "Runner", "new_record", "open_aux_models"]
+
+
+def default_request_cache() -> Path:
+    """The request cache `harness run` uses by default (the same file as the CLI's)."""
+    from harness.backends.models import cache_root
+
+    return cache_root() / "requests.sqlite"
 
 
 def new_record(folder: RunFolder, config: RunConfig, fingerprint: str, info: dict[str, Any],
@@ -48,6 +56,7 @@ def new_record(folder: RunFolder, config: RunConfig, fingerprint: str, info: dic
         git_commit=git_commit(),
         model=ModelInfo(name=config.model or "default", backend=config.backend, fingerprint=fingerprint, args=info),
         config=config.model_dump(mode="json"), environment=env if env is not None else environment(),
+        process=this_process(),
     )
 
 
@@ -64,7 +73,10 @@ def open_aux_models(config: RunConfig, plans: Sequence[TaskPlan], stack: ExitSta
     backends: dict[str | None, ModelBackend] = {}
     info: dict[str, Any] = {}
     for role in sorted(used):
-        spec = config.aux_models[role]
+        spec = config.aux_models.get(role)
+        if spec is None:  # e.g. a task's `extractor: model` in a run with no extractor model
+            raise HarnessError(f"a task of this run uses the {role!r} model, but the run configures none "
+                               f"(--{role.replace('_', '-')}-model)")
         inner = (given or {}).get(role)
         if inner is None:
             aux = open_stack(spec.backend, spec.model, batch_size=config.batch_size, model_args=spec.model_args,
@@ -91,6 +103,10 @@ class Runner:
         if is_sft(config.protocol):
             raise HarnessError("--protocol sft fine-tunes before it scores: run it with trainers.task_sft.run_sft "
                                "(the `harness run` command chooses that flow)")
+        if backend is None and "cache" not in config.model_fields_set:
+            # the CLI's default: a model the run creates uses the user's request cache unless the
+            # config says otherwise (cache=None disables it); a given backend is used as configured
+            config = config.model_copy(update={"cache": default_request_cache()})
         self.config = config
         self.catalog = catalog or load_catalog(config.task_dirs)
         self._backend = backend  # given: used as is, and not closed by the run
@@ -127,7 +143,8 @@ class Runner:
                 for plan in plans:
                     started = time.monotonic()
                     execute_task(plan, backends, sample_log, chunk_size=self.chunk_size, progress=self.progress)
-                    record.tasks[plan.key] = task_result(plan, sample_log, time.monotonic() - started, aux_info)
+                    duration = task_seconds(plan, sample_log, time.monotonic() - started)
+                    record.tasks[plan.key] = task_result(plan, sample_log, duration, aux_info)
                     if model.cached is not None:
                         record.cache = {"path": str(config.cache), **model.cache_stats()}
                     record.requests = model.request_stats()
@@ -141,7 +158,18 @@ class Runner:
         return record
 
 
+def task_seconds(plan: TaskPlan, sample_log: SampleLog, session: float) -> float:
+    """The task's duration over all its sessions: the scoring time its samples.jsonl entries carry
+    (a resumed task adds this session's to the earlier ones'); this session's time for a log
+    written before entries carried it."""
+    entries = sample_log.for_task(plan.key)
+    if not entries or any("elapsed_s" not in e for e in entries):
+        return session
+    return max(float(sum(e["elapsed_s"] for e in entries)), 0.0)
+
+
 def finish(record: RunRecord, plans: Sequence[TaskPlan], sample_log: SampleLog) -> None:
     record.groups = group_results(record.tasks, {p.key: stored_scores(p, sample_log) for p in plans})
     record.status = "finished"
+    record.process = {}
     record.finished_at = datetime.now(UTC).isoformat()

@@ -67,11 +67,19 @@ TOP_LEVEL_TRAIN_KEYS = frozenset({"method", "max_steps", "learning_rate", "per_d
                                   "lora_r", "lora_alpha", "lora_dropout", "seed", "output_dir"})
 
 
+# Recipes shipped with the package; `--sft-recipe NAME.yaml` finds them when no such file is here.
+SHIPPED_RECIPES = Path(__file__).parent / "recipes"
+
+
 def load_sft_recipe(path: str | Path) -> SFTRecipe:
     """Parse and validate a recipe file (its `train:` keys against trl's SFTConfig too)."""
     path = Path(path).expanduser()
+    shipped = SHIPPED_RECIPES / path.name
+    if not path.is_file() and path.parent == Path(".") and shipped.is_file():
+        path = shipped  # a recipe shipped with the package (sft_small.yaml, sft_ner.yaml)
     if not path.is_file():
-        raise ConfigError("SFT recipe file not found", file=str(path))
+        raise ConfigError("SFT recipe file not found (shipped: "
+                          f"{', '.join(sorted(p.name for p in SHIPPED_RECIPES.glob('*.yaml')))})", file=str(path))
     raw = read_yaml(path)
     return recipe_from_data(raw or {}, str(path))
 
