@@ -325,7 +325,8 @@ def _label_pairwise(db: AnnotationStore, c: Campaign, votes: dict[str, list[str]
 
 
 def test_pairwise_report_win_rates_agreement_and_exports(db: AnnotationStore, runs: tuple[Path, Path]) -> None:
-    from judges.human.report import campaign_report, export_rows, generic_results
+    from judges.human.exports import export_rows, generic_results
+    from judges.human.report import campaign_report
 
     c = _campaign(db, runs, "pw", "pairwise")
     _label_pairwise(db, c, {"a1": ["x", "x", "y", "tie"], "a2": ["x", "x", "y", "both_bad"]})

@@ -65,7 +65,8 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from judges.human.report import campaign_report, generic_results
+    from judges.human.exports import generic_results
+    from judges.human.report import campaign_report
 
     report = campaign_report(store_arg(args), args.name)
     if args.json:
@@ -83,7 +84,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from judges.human.report import export_rows
+    from judges.human.exports import export_rows
 
     rows = export_rows(store_arg(args), args.name, args.format)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)

@@ -370,7 +370,7 @@ def create_app(store: str | Path | AnnotationStore, *, secure_cookies: bool = Fa
     async def admin_export(request: Request, name: str, format: str = "labels") -> Response:
         admin(request)
         c = admin_campaign(name)
-        from judges.human.report import EXPORTS, export_rows
+        from judges.human.exports import EXPORTS, export_rows
 
         if format not in EXPORTS:
             raise HTTPException(400, f"format must be one of {', '.join(EXPORTS)}")

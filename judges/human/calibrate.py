@@ -31,8 +31,9 @@ from harness.scoring.intervals import MetricValue, mean_with_ci
 from harness.types import stable_hash
 from judges.human.annotations import AnnotationStore, Campaign, Item, Label
 from judges.human.campaigns import prompt_text
+from judges.human.exports import majority
 from judges.human.protocols import OVERALL
-from judges.human.report import alpha, majority
+from judges.human.report import alpha
 
 JUDGE_HUMAN_AGREEMENT = "judge_human_agreement"
 _PAIR_CODE = {"x": 1, "y": 2, "tie": 0, "both_bad": 0}

@@ -26,11 +26,10 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
-from harness.errors import HarnessError
 from harness.scoring.intervals import MetricValue, format_value_ci, mean_with_ci
 from harness.types import stable_hash
 from judges.human.annotations import AnnotationStore, Campaign, Label
-from judges.human.campaigns import model_labels, prompt_messages, prompt_text
+from judges.human.campaigns import model_labels
 from judges.human.protocols import ANNOTATING_ROLES, OVERALL, SCALE
 
 PAIR_CODES = {"x": 1, "y": 2, "tie": 0, "both_bad": 3}
@@ -126,7 +125,7 @@ def _fmt(m: MetricValue) -> str:
 # -- the report ---------------------------------------------------------------------------
 
 
-class _Context:
+class CampaignContext:
     def __init__(self, db: AnnotationStore, campaign: Campaign):
         self.campaign = campaign
         self.items = {i.item_id: i for i in db.items(campaign)}
@@ -143,7 +142,7 @@ class _Context:
         return str(self.models[self.items[label.item_id].payload["answers"][index]["model_fingerprint"]])
 
 
-def _agreement_tables(ctx: _Context, keys: Sequence[str], code: Callable[[Any], float | None], *, level: str,
+def _agreement_tables(ctx: CampaignContext, keys: Sequence[str], code: Callable[[Any], float | None], *, level: str,
                       domain: Sequence[float], weights: str | None, what: str) -> tuple[list[Table], dict[str, Any]]:
     alpha_rows: list[list[str]] = []
     kappa_rows: list[list[str]] = []
@@ -176,7 +175,7 @@ def _agreement_tables(ctx: _Context, keys: Sequence[str], code: Callable[[Any], 
                                                                     "kappa"], kappa_rows, kw)], data
 
 
-def _gold_table(ctx: _Context) -> tuple[Table, dict[str, Any]]:
+def _gold_table(ctx: CampaignContext) -> tuple[Table, dict[str, Any]]:
     per: dict[str, list[float]] = defaultdict(list)
     for lab in ctx.gold:
         expected = ctx.items[lab.item_id].payload.get("expected") or {}
@@ -200,7 +199,7 @@ def _gold_table(ctx: _Context) -> tuple[Table, dict[str, Any]]:
                  "A gold item counts as right when every expected answer shown to the annotator matches."), data
 
 
-def _time_table(ctx: _Context) -> Table:
+def _time_table(ctx: CampaignContext) -> Table:
     per: dict[str, list[float]] = defaultdict(list)
     for lab in ctx.labels:
         if lab.seconds is not None:
@@ -209,7 +208,7 @@ def _time_table(ctx: _Context) -> Table:
     return Table("Time spent", ["annotator", "timed items", "median s / item", "total min"], rows)
 
 
-def _pointwise(ctx: _Context, report: CampaignReport) -> None:
+def _pointwise(ctx: CampaignContext, report: CampaignReport) -> None:
     dims = list(ctx.campaign.spec.dimensions)
     for role in ctx.roles():
         rows, data = [], {}
@@ -234,7 +233,7 @@ def _pointwise(ctx: _Context, report: CampaignReport) -> None:
     report.data["agreement"] = agreement
 
 
-def pair_outcomes(ctx: _Context) -> dict[tuple[str, str, str, str], list[str]]:
+def pair_outcomes(ctx: CampaignContext) -> dict[tuple[str, str, str, str], list[str]]:
     """(role, criterion, model x, model y) -> the labels' sides, in label order."""
     out: dict[tuple[str, str, str, str], list[str]] = defaultdict(list)
     for lab in ctx.regular:
@@ -244,7 +243,7 @@ def pair_outcomes(ctx: _Context) -> dict[tuple[str, str, str, str], list[str]]:
     return out
 
 
-def _pairwise(ctx: _Context, report: CampaignReport) -> None:
+def _pairwise(ctx: CampaignContext, report: CampaignReport) -> None:
     rows, data = [], {}
     for (role, key, x, y), sides in sorted(pair_outcomes(ctx).items()):
         n = len(sides)
@@ -277,7 +276,7 @@ def rubric_score(rubric: Sequence[dict[str, Any]], values: dict[str, Any]) -> fl
     return max(0.0, min(1.0, got / possible))
 
 
-def _rubric(ctx: _Context, report: CampaignReport) -> None:
+def _rubric(ctx: CampaignContext, report: CampaignReport) -> None:
     rows, data = [], {}
     for role in ctx.roles():
         for model in sorted({ctx.model_of(lab) for lab in ctx.regular if lab.role == role}):
@@ -306,26 +305,24 @@ def _rubric(ctx: _Context, report: CampaignReport) -> None:
                                ["role", "annotators", "criterion decisions", "alpha"], alpha_rows))
 
 
-def _case_study(ctx: _Context, report: CampaignReport) -> None:
+def _case_study(ctx: CampaignContext, report: CampaignReport) -> None:
     per = Counter(lab.annotator for lab in ctx.regular)
     report.tables.append(Table("Case-study notes", ["annotator", "items with notes"],
                                [[n, str(c)] for n, c in sorted(per.items())],
                                "Notes are free text: read them in the export (format labels)."))
 
 
-PROTOCOL_REPORTS: dict[str, Callable[[_Context, CampaignReport], None]] = {
+PROTOCOL_REPORTS: dict[str, Callable[[CampaignContext, CampaignReport], None]] = {
     "pointwise": _pointwise, "pairwise": _pairwise, "rubric": _rubric, "case-study": _case_study,
 }
 
 
 def campaign_report(store: str | Path | AnnotationStore, name: str) -> CampaignReport:
-    db = store if isinstance(store, AnnotationStore) else AnnotationStore(store)
-    try:
-        campaign = db.campaign(name)
-        ctx = _Context(db, campaign)
-    finally:
-        if db is not store:
-            db.close()
+    return build_report(open_context(store, name))
+
+
+def build_report(ctx: CampaignContext) -> CampaignReport:
+    campaign = ctx.campaign
     report = CampaignReport(
         campaign=campaign.name, protocol=campaign.protocol_name, fingerprint=campaign.fingerprint,
         n_items=sum(not i.is_gold for i in ctx.items.values()), n_gold=sum(i.is_gold for i in ctx.items.values()),
@@ -342,142 +339,11 @@ def campaign_report(store: str | Path | AnnotationStore, name: str) -> CampaignR
     return report
 
 
-# -- exports ------------------------------------------------------------------------------
-
-
-def _labels_rows(ctx: _Context) -> list[dict[str, Any]]:
-    out = []
-    for lab in ctx.labels:
-        item = ctx.items[lab.item_id]
-        out.append({
-            "campaign": ctx.campaign.name, "protocol": lab.protocol, "campaign_fingerprint": lab.campaign_fingerprint,
-            "item_key": lab.item_key, "gold": item.is_gold, "task_key": item.task_key, "sample_id": item.sample_id,
-            "annotator_id": lab.annotator_id, "annotator": lab.annotator, "role": lab.role,
-            "prompt": item.payload["prompt"],
-            "answers": [{"model": ctx.models.get(a["model_fingerprint"], a["model_name"]),
-                         "model_fingerprint": a["model_fingerprint"], "run_id": a["run_id"], "text": a["text"]}
-                        for a in item.payload["answers"]],
-            "values": lab.values, "comment": lab.comment, "seconds": lab.seconds, "revision": lab.revision,
-            "created_at": lab.created_at, "updated_at": lab.updated_at,
-        })
-    return out
-
-
-def _need_pairwise(ctx: _Context, fmt: str) -> None:
-    if ctx.campaign.protocol_name != "pairwise":
-        raise HarnessError(f"the {fmt} format holds pairwise judgements; campaign {ctx.campaign.name!r} is "
-                           f"{ctx.campaign.protocol_name} (use --format labels)")
-
-
-def _mt_bench_rows(ctx: _Context, criterion: str = OVERALL) -> list[dict[str, Any]]:
-    """One row per human judgement, as in lmsys/mt_bench_human_judgments (split "human")."""
-    _need_pairwise(ctx, "mt-bench")
-    winner = {"x": "model_a", "y": "model_b", "tie": "tie", "both_bad": "tie (bothbad)"}
-    out = []
-    for lab in ctx.regular:
-        if criterion not in lab.values:
-            continue
-        item = ctx.items[lab.item_id]
-        turns = prompt_messages(item.payload["prompt"])
-        a, b = item.payload["answers"]
-        out.append({
-            "question_id": item.sample_id, "model_a": ctx.models[a["model_fingerprint"]],
-            "model_b": ctx.models[b["model_fingerprint"]], "winner": winner[str(lab.values[criterion])],
-            "judge": f"{lab.role}_{lab.annotator_id}", "turn": 1,
-            "conversation_a": [*turns, {"role": "assistant", "content": a["text"]}],
-            "conversation_b": [*turns, {"role": "assistant", "content": b["text"]}],
-        })
-    return out
-
-
-def majority(sides: Sequence[str]) -> str | None:
-    """The side most labels chose, if more than half did; else None."""
-    if not sides:
-        return None
-    (side, count), *_ = Counter(sides).most_common(1)
-    return side if count * 2 > len(sides) else None
-
-
-def _llmbar_rows(ctx: _Context, criterion: str = OVERALL) -> list[dict[str, Any]]:
-    """One row per item with a decisive majority (LLMBar has no ties): input, output_1,
-    output_2, label (1 or 2)."""
-    _need_pairwise(ctx, "llmbar")
-    by_item: dict[int, list[str]] = defaultdict(list)
-    for lab in ctx.regular:
-        if criterion in lab.values:
-            by_item[lab.item_id].append(str(lab.values[criterion]))
-    out = []
-    for item_id, sides in by_item.items():
-        m = majority(sides)
-        if m not in ("x", "y"):
-            continue
-        item = ctx.items[item_id]
-        a, b = item.payload["answers"]
-        out.append({"input": prompt_text(item.payload["prompt"]), "output_1": a["text"], "output_2": b["text"],
-                    "label": 1 if m == "x" else 2})
-    return out
-
-
-EXPORTS: dict[str, Callable[[_Context], list[dict[str, Any]]]] = {
-    "labels": _labels_rows, "mt-bench": _mt_bench_rows, "llmbar": _llmbar_rows,
-}
-
-
-def export_rows(store: str | Path | AnnotationStore, name: str, fmt: str = "labels") -> list[dict[str, Any]]:
-    if fmt not in EXPORTS:
-        raise HarnessError(f"export format {fmt!r} is not one of {', '.join(EXPORTS)}")
+def open_context(store: str | Path | AnnotationStore, name: str) -> CampaignContext:
+    """A campaign's items and labels, read once (a store given by path is opened and closed)."""
     db = store if isinstance(store, AnnotationStore) else AnnotationStore(store)
     try:
-        ctx = _Context(db, db.campaign(name))
+        return CampaignContext(db, db.campaign(name))
     finally:
         if db is not store:
             db.close()
-    return EXPORTS[fmt](ctx)
-
-
-# -- the leaderboard ------------------------------------------------------------------------
-
-
-def generic_results(store: str | Path | AnnotationStore, name: str) -> list[Any]:
-    """The campaign's per-model numbers as the store's generic results (kinds human_pointwise,
-    human_pairwise, human_rubric), fingerprinted by campaign and labels, so the leaderboard
-    shows them beside the judges' results."""
-    from leaderboard.entries import GenericResult
-
-    db = store if isinstance(store, AnnotationStore) else AnnotationStore(store)
-    try:
-        campaign = db.campaign(name)
-        ctx = _Context(db, campaign)
-        report = campaign_report(db, name)
-    finally:
-        if db is not store:
-            db.close()
-    fp = stable_hash([campaign.fingerprint, report.data["labels_fingerprint"]])
-    names = {v: k for k, v in ctx.models.items()}
-    model_names = {fp_: next(a["model_name"] for i in ctx.items.values() for a in i.payload["answers"]
-                             if a["model_fingerprint"] == fp_) for fp_ in ctx.models}
-    details = {"campaign": campaign.name, "campaign_fingerprint": campaign.fingerprint, "scale": list(SCALE)}
-    out = []
-
-    def add(kind: str, result_name: str, model: str, m: dict[str, Any], extra: dict[str, Any]) -> None:
-        mfp = names[model]
-        ci = m.get("ci") or [None, None]
-        out.append(GenericResult(kind=kind, name=result_name, model_name=model_names[mfp], model_fingerprint=mfp,
-                                 fingerprint=fp, value=m.get("value"), ci=(ci[0], ci[1]), n=int(m.get("n_scored", 0)),
-                                 n_unscored=int(m.get("n_unscored", 0)), source=f"campaign:{campaign.name}",
-                                 details={**details, **extra, "ci_method": m.get("ci_method")}))
-
-    for role, means in report.data.get("means", {}).items():
-        for key, m in means.items():
-            model, _, dim = key.rpartition(":")
-            if m.get("value") is not None:
-                add(HUMAN_POINTWISE, f"{dim} ({role})", model, m, {"role": role, "dimension": dim})
-    for entry in report.data.get("pairwise", {}).values():
-        x, y = entry["model_x"], entry["model_y"]
-        for side, model, other in (("x", x, y), ("y", y, x)):
-            add(HUMAN_PAIRWISE, f"win rate vs {other} ({entry['criterion']}, {entry['role']})", model, entry[side],
-                {"role": entry["role"], "criterion": entry["criterion"], "opponent": other})
-    for key, entry in report.data.get("rubric", {}).items():
-        role, _, model = key.partition(":")
-        add(HUMAN_RUBRIC, f"rubric score ({role})", model, entry["score"], {"role": role})
-    return out
