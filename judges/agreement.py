@@ -26,7 +26,8 @@ def label_of(outcome: PairOutcome) -> int | None:
     return None if final is None else _SIDE_LABEL[final]
 
 
-def cohen_kappa(human: Sequence[int | None], judge: Sequence[int | None]) -> float | None:
+def cohen_kappa(human: Sequence[int | None], judge: Sequence[int | None],
+                labels: Sequence[int] = LABELS) -> float | None:
     """Kappa over the items both labelled; None where it is undefined (e.g. one shared label)."""
     pairs = [(h, j) for h, j in zip(human, judge, strict=True) if h is not None and j is not None]
     if not pairs:
@@ -35,7 +36,7 @@ def cohen_kappa(human: Sequence[int | None], judge: Sequence[int | None]) -> flo
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        k = float(cohen_kappa_score([h for h, _ in pairs], [j for _, j in pairs], labels=list(LABELS)))
+        k = float(cohen_kappa_score([h for h, _ in pairs], [j for _, j in pairs], labels=list(labels)))
     return None if math.isnan(k) else k
 
 

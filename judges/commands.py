@@ -96,7 +96,7 @@ def calibrate(dataset: str, data_dir: Path, config: JudgeConfig | None, *, promp
               progress: ProgressFactory | None = None) -> str:
     """config None: the baselines alone (no model). `prompt` None: the study's default (pairwise,
     or the rubric grader for the HealthBench meta-evaluation)."""
-    from judges.healthbench_meta import META_DATASETS
+    from judges.healthbench_rows import META_DATASETS
 
     if dataset in META_DATASETS:
         return calibrate_rubric_grader(dataset, data_dir, config, prompt=prompt, limit=limit, seed=seed,
@@ -119,7 +119,8 @@ def calibrate_rubric_grader(dataset: str, data_dir: Path, config: JudgeConfig | 
                             output: Path | None = None, progress: ProgressFactory | None = None) -> str:
     """A rubric grader (the config's model with a grader prompt) against HealthBench's physicians;
     with config None, the baselines and the physician ceiling alone."""
-    from judges.healthbench_meta import load_meta, run_meta_study, write_meta
+    from judges.healthbench_meta import run_meta_study, write_meta
+    from judges.healthbench_rows import load_meta
     from judges.rubric_grader import LLMRubricGrader, load_grader_prompt
 
     ds, rows = load_meta(dataset, data_dir, limit, require_texts=config is not None)

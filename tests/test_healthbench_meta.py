@@ -12,16 +12,8 @@ import pytest
 from harness.errors import HarnessError
 from harness.scoring.rubric_grading import parse_grader_prompt
 from harness.types import GenerationRequest
-from judges.healthbench_meta import (
-    MetaRow,
-    majority,
-    pairwise_f1,
-    physician_row,
-    rater_row,
-    read_meta_rows,
-    run_meta_study,
-    write_meta,
-)
+from judges.healthbench_meta import pairwise_f1, physician_row, rater_row, run_meta_study, write_meta
+from judges.healthbench_rows import MetaRow, majority, read_meta_rows
 from judges.prompt import fenced_blocks
 from judges.rubric_grader import SCRIPTED, FunctionRubricGrader, GradeQuery, LLMRubricGrader
 from tests.conftest import ROOT, ScriptedBackend

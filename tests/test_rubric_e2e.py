@@ -71,7 +71,8 @@ def test_healthbench_graded_end_to_end(server: tuple[str, str], tmp_path: Path) 
 
 
 def test_real_grader_against_the_fixture_physicians(server: tuple[str, str]) -> None:
-    from judges.healthbench_meta import read_meta_rows, run_meta_study
+    from judges.healthbench_meta import run_meta_study
+    from judges.healthbench_rows import read_meta_rows
     from judges.rubric_grader import LLMRubricGrader, load_grader_prompt
 
     url, model_id = server
