@@ -116,13 +116,15 @@ class Store:
         self._create()
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction (IMMEDIATE on SQLite, so concurrent writers queue); for the tables of
+        the store and of the packages that keep their own tables in it (judges.human)."""
         with self.engine.connect().execution_options(write=True) as conn, conn.begin():
             yield conn
 
     def _create(self) -> None:
         try:
-            with self._write() as conn:
+            with self.transaction() as conn:
                 metadata.create_all(conn)
                 _add_missing_columns(conn)
                 row = conn.execute(select(store_info.c.value).where(store_info.c.key == "schema_version")).first()
@@ -167,7 +169,7 @@ class Store:
                     )
                 return outcome
             try:
-                with self._write() as conn:
+                with self.transaction() as conn:
                     self._insert_run(conn, record, rkey, chash, folder)
             except IntegrityError:
                 continue
@@ -237,7 +239,7 @@ class Store:
                         )
                     break
                 try:
-                    with self._write() as conn:
+                    with self.transaction() as conn:
                         conn.execute(results_table.insert().values(
                             result_key=res.key, kind=res.kind, name=res.name, model_name=res.model_name,
                             model_fingerprint=res.model_fingerprint, fingerprint=res.fingerprint,

@@ -13,9 +13,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,19 @@ from harness.errors import HarnessError
 from harness.types import stable_hash
 from judges.human import auth
 from judges.human.campaigns import CampaignSpec, ItemDraft
-from judges.human.protocols import PROTOCOLS, ROLES, HumanProtocol
+from judges.human.entities import (
+    Annotator,
+    Assignment,
+    Campaign,
+    Item,
+    Label,
+    assignment_from_row,
+    campaign_from_row,
+    item_from_row,
+    label_from_row,
+    now,
+)
+from judges.human.protocols import ROLES
 from judges.human.tables import (
     HUMAN_SCHEMA_VERSION,
     annotators_table,
@@ -43,99 +53,6 @@ from judges.human.tables import (
 from leaderboard.store import Store
 
 MAX_SECONDS_PER_VISIT = 3600.0  # time on an item beyond this is someone who walked away
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-@dataclass(frozen=True)
-class Campaign:
-    campaign_id: int
-    name: str
-    protocol_name: str
-    spec: CampaignSpec
-    fingerprint: str
-    created_at: str
-
-    @property
-    def protocol(self) -> HumanProtocol:
-        return PROTOCOLS.get(self.protocol_name)
-
-
-@dataclass(frozen=True)
-class Item:
-    item_id: int
-    campaign_id: int
-    ordinal: int
-    kind: str
-    item_key: str
-    task_key: str | None
-    sample_id: str | None
-    payload: dict[str, Any]
-
-    @property
-    def is_gold(self) -> bool:
-        return self.kind == "gold"
-
-
-@dataclass(frozen=True)
-class Annotator:
-    annotator_id: int
-    name: str
-    role: str
-
-
-@dataclass(frozen=True)
-class Assignment:
-    assignment_id: int
-    campaign_id: int
-    annotator_id: int
-    item_id: int
-    position: int
-    display: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Label:
-    label_id: int
-    assignment_id: int
-    campaign_id: int
-    item_id: int
-    item_key: str
-    annotator_id: int
-    annotator: str
-    role: str
-    protocol: str
-    campaign_fingerprint: str
-    values: dict[str, Any]
-    comment: str | None
-    seconds: float | None
-    revision: int
-    created_at: str
-    updated_at: str
-
-
-def _campaign(row: Any) -> Campaign:
-    return Campaign(row["campaign_id"], row["name"], row["protocol"], CampaignSpec.model_validate_json(row["spec"]),
-                    row["fingerprint"], row["created_at"])
-
-
-def _item(row: Any) -> Item:
-    return Item(row["item_id"], row["campaign_id"], row["ordinal"], row["kind"], row["item_key"], row["task_key"],
-                row["sample_id"], json.loads(row["payload"]))
-
-
-def _assignment(row: Any) -> Assignment:
-    return Assignment(row["assignment_id"], row["campaign_id"], row["annotator_id"], row["item_id"], row["position"],
-                      tuple(json.loads(row["display"])))
-
-
-def _label(row: Any) -> Label:
-    return Label(row["label_id"], row["assignment_id"], row["campaign_id"], row["item_id"], row["item_key"],
-                 row["annotator_id"], row["annotator"], row["role"], row["protocol"], row["campaign_fingerprint"],
-                 json.loads(row["values"]), row["comment"], row["seconds"], row["revision"], row["created_at"],
-                 row["updated_at"])
 
 
 class AnnotationStore:
@@ -157,15 +74,9 @@ class AnnotationStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        # execution option `write`: the store's SQLite hook begins these as IMMEDIATE.
-        with self.engine.connect().execution_options(write=True) as conn, conn.begin():
-            yield conn
-
     def _create(self) -> None:
         try:
-            with self._write() as conn:
+            with self.store.transaction() as conn:
                 metadata.create_all(conn)
                 for key, value in (("schema_version", str(HUMAN_SCHEMA_VERSION)), ("session_key", auth.new_token())):
                     if conn.execute(select(human_info.c.value).where(human_info.c.key == key)).first() is None:
@@ -200,10 +111,10 @@ class AnnotationStore:
         fingerprint = stable_hash({"protocol": spec.protocol, "dimensions": spec.dimensions,
                                    "items": sorted(d.item_key for d in drafts)})
         try:
-            with self._write() as conn:
+            with self.store.transaction() as conn:
                 result = conn.execute(campaigns_table.insert().values(
                     name=spec.name, protocol=spec.protocol, spec=spec.model_dump_json(), fingerprint=fingerprint,
-                    created_at=_now(), created_by=created_by))
+                    created_at=now(), created_by=created_by))
                 cid = int(result.inserted_primary_key[0])  # type: ignore[index]
                 conn.execute(items_table.insert(), [
                     dict(campaign_id=cid, ordinal=i, kind=d.kind, item_key=d.item_key, task_key=d.task_key,
@@ -219,25 +130,25 @@ class AnnotationStore:
         if row is None:
             known = ", ".join(c.name for c in self.campaigns()) or "none"
             raise HarnessError(f"no campaign named {name!r} (campaigns: {known})")
-        return _campaign(row)
+        return campaign_from_row(row)
 
     def campaigns(self) -> list[Campaign]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(campaigns_table).order_by(campaigns_table.c.campaign_id)).mappings().all()
-        return [_campaign(r) for r in rows]
+        return [campaign_from_row(r) for r in rows]
 
     def items(self, campaign: Campaign) -> list[Item]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(items_table).where(items_table.c.campaign_id == campaign.campaign_id)
                                 .order_by(items_table.c.ordinal)).mappings().all()
-        return [_item(r) for r in rows]
+        return [item_from_row(r) for r in rows]
 
     def item(self, item_id: int) -> Item:
         with self.engine.connect() as conn:
             row = conn.execute(select(items_table).where(items_table.c.item_id == item_id)).mappings().first()
         if row is None:
             raise HarnessError(f"no item {item_id}")
-        return _item(row)
+        return item_from_row(row)
 
     # -- annotators, invites and sessions -------------------------------------------------
 
@@ -251,7 +162,7 @@ class AnnotationStore:
             raise HarnessError("an annotator needs a name of 1 to 128 characters")
         token = auth.new_token()
         now = datetime.now(UTC)
-        with self._write() as conn:
+        with self.store.transaction() as conn:
             row = conn.execute(select(annotators_table).where(annotators_table.c.name == name)).mappings().first()
             if row is None:
                 aid = int(conn.execute(annotators_table.insert().values(
@@ -280,13 +191,13 @@ class AnnotationStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(invites_table).where(invites_table.c.token_hash == auth.token_hash(token))
                                ).mappings().first()
-        return row is not None and row["used_at"] is None and row["expires_at"] > _now()
+        return row is not None and row["used_at"] is None and row["expires_at"] > now()
 
     def redeem(self, token: str, *, hours: int = auth.SESSION_HOURS) -> tuple[Annotator, str] | None:
         """Consume a one-time token; returns the annotator and a new session id, or None."""
         now = datetime.now(UTC)
         session_id = auth.new_token()
-        with self._write() as conn:
+        with self.store.transaction() as conn:
             row = conn.execute(select(invites_table).where(invites_table.c.token_hash == auth.token_hash(token))
                                ).mappings().first()
             if row is None or row["used_at"] is not None or row["expires_at"] <= now.isoformat():
@@ -309,13 +220,13 @@ class AnnotationStore:
             row = conn.execute(select(s.c.expires_at, a.c.annotator_id, a.c.name, a.c.role)
                                .join(a, a.c.annotator_id == s.c.annotator_id)
                                .where(s.c.session_hash == auth.token_hash(session_id))).mappings().first()
-        if row is None or row["expires_at"] <= _now():
+        if row is None or row["expires_at"] <= now():
             return None
         return Annotator(row["annotator_id"], row["name"], row["role"])
 
     def end_session(self, session_id: str | None) -> None:
         if session_id:
-            with self._write() as conn:
+            with self.store.transaction() as conn:
                 digest = auth.token_hash(session_id)
                 conn.execute(sessions_table.delete().where(sessions_table.c.session_hash == digest))
 
@@ -335,7 +246,7 @@ class AnnotationStore:
         existing = self.assignments(campaign, who)
         if existing or not self.can_annotate(campaign, who):
             return existing
-        with self._write() as conn:
+        with self.store.transaction() as conn:
             self._allocate(conn, campaign, who)
         return self.assignments(campaign, who)
 
@@ -346,14 +257,14 @@ class AnnotationStore:
                 assignments_table.c.campaign_id == campaign.campaign_id,
                 assignments_table.c.annotator_id == who.annotator_id).order_by(assignments_table.c.position)
             ).mappings().all()
-        return [_assignment(r) for r in rows]
+        return [assignment_from_row(r) for r in rows]
 
     def _allocate(self, conn: Connection, campaign: Campaign, who: Annotator) -> None:
         a = assignments_table
         if conn.execute(select(func.count()).select_from(a).where(
                 a.c.campaign_id == campaign.campaign_id, a.c.annotator_id == who.annotator_id)).scalar():
             return  # allocated meanwhile by another request of the same person
-        items = [_item(r) for r in conn.execute(select(items_table).where(
+        items = [item_from_row(r) for r in conn.execute(select(items_table).where(
             items_table.c.campaign_id == campaign.campaign_id).order_by(items_table.c.ordinal)).mappings()]
         same_role = select(annotators_table.c.annotator_id).where(annotators_table.c.role == who.role)
         counts: dict[int, int] = dict(conn.execute(select(a.c.item_id, func.count()).where(
@@ -382,7 +293,7 @@ class AnnotationStore:
                 assignments_table.c.campaign_id == campaign.campaign_id,
                 assignments_table.c.annotator_id == who.annotator_id,
                 assignments_table.c.position == position)).mappings().first()
-        return None if row is None else _assignment(row)
+        return None if row is None else assignment_from_row(row)
 
 
     # -- labels ---------------------------------------------------------------------------
@@ -391,7 +302,7 @@ class AnnotationStore:
         with self.engine.connect() as conn:
             row = conn.execute(select(labels_table).where(
                 labels_table.c.assignment_id == assignment.assignment_id)).mappings().first()
-        return None if row is None else _label(row)
+        return None if row is None else label_from_row(row)
 
     def submit(self, campaign: Campaign, who: Annotator, assignment: Assignment, values: dict[str, Any],
                comment: str | None, *, shown_at: float | None = None, at: float | None = None) -> Label:
@@ -400,7 +311,7 @@ class AnnotationStore:
         if assignment.annotator_id != who.annotator_id or assignment.campaign_id != campaign.campaign_id:
             raise HarnessError("an annotator can label only their own assignments")
         now = at or time.time()
-        with self._write() as conn:
+        with self.store.transaction() as conn:
             spent = None if shown_at is None else max(0.0, min(MAX_SECONDS_PER_VISIT, now - float(shown_at)))
             old = conn.execute(select(labels_table).where(
                 labels_table.c.assignment_id == assignment.assignment_id)).mappings().first()
@@ -427,7 +338,7 @@ class AnnotationStore:
         with self.engine.connect() as conn:
             rows = conn.execute(select(labels_table).where(labels_table.c.campaign_id == campaign.campaign_id)
                                 .order_by(labels_table.c.label_id)).mappings().all()
-        return [_label(r) for r in rows]
+        return [label_from_row(r) for r in rows]
 
     def my_labels(self, campaign: Campaign, who: Annotator) -> dict[int, Label]:
         """assignment id -> the annotator's own label."""
@@ -435,7 +346,7 @@ class AnnotationStore:
             rows = conn.execute(select(labels_table).where(
                 labels_table.c.campaign_id == campaign.campaign_id,
                 labels_table.c.annotator_id == who.annotator_id)).mappings().all()
-        return {r["assignment_id"]: _label(r) for r in rows}
+        return {r["assignment_id"]: label_from_row(r) for r in rows}
 
     def progress(self, campaign: Campaign) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -36,7 +36,8 @@ from starlette.templating import Jinja2Templates
 
 from harness.errors import HarnessError
 from judges.human import auth
-from judges.human.annotations import AnnotationStore, Annotator, Campaign
+from judges.human.annotations import AnnotationStore
+from judges.human.entities import Annotator, Campaign
 from judges.human.protocols import DIMENSIONS, OVERALL, PROTOCOLS, ROLES, FormError, parse_submission
 from judges.human.views import item_view
 

@@ -29,8 +29,9 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.scoring.intervals import MetricValue, mean_with_ci
 from harness.types import stable_hash
-from judges.human.annotations import AnnotationStore, Campaign, Item, Label
+from judges.human.annotations import AnnotationStore
 from judges.human.campaigns import prompt_text
+from judges.human.entities import Campaign, Item, Label
 from judges.human.exports import majority
 from judges.human.protocols import OVERALL
 from judges.human.report import alpha

@@ -28,8 +28,9 @@ from typing import Any
 
 from harness.scoring.intervals import MetricValue, format_value_ci, mean_with_ci
 from harness.types import stable_hash
-from judges.human.annotations import AnnotationStore, Campaign, Label
+from judges.human.annotations import AnnotationStore
 from judges.human.campaigns import model_labels
+from judges.human.entities import Campaign, Label
 from judges.human.protocols import ANNOTATING_ROLES, OVERALL, SCALE
 
 PAIR_CODES = {"x": 1, "y": 2, "tie": 0, "both_bad": 3}

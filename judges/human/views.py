@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from judges.human.annotations import Annotator, Assignment, Campaign, Item, Label
 from judges.human.campaigns import model_labels, prompt_messages
+from judges.human.entities import Annotator, Assignment, Campaign, Item, Label
 from judges.human.protocols import Question
 
 SPEAKERS = {"user": "Patient / user", "assistant": "Doctor / assistant", "system": "Instructions"}
