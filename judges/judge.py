@@ -103,6 +103,14 @@ class _Pending:
     seconds: float = 0.0
 
 
+def model_label(config: JudgeConfig) -> str:
+    """`backend:model` as tables show a judge; a file path (e.g. a server's GGUF id) by its name."""
+    label = config.model or "default"
+    if label.startswith("/") or label.count("/") > 1:
+        label = Path(label).name
+    return f"{config.backend}:{label}"
+
+
 class Judge:
     """Asks a backend for judgements with one prompt file. Build with `Judge.create` (which
     owns and later closes the backend) or pass any ModelBackend (tests: a scripted one)."""
@@ -134,11 +142,8 @@ class Judge:
         stack = open_stack(config.backend, config.model, batch_size=config.batch_size, model_args=config.model_args,
                            max_attempts=config.max_attempts, cache=config.cache)
         backend, closers = stack.top, [stack.close]
-        label = config.model or "default"
-        if label.startswith("/") or label.count("/") > 1:  # a file path (e.g. a server's GGUF id): its name
-            label = Path(label).name
         return cls(backend, p, max_tokens=config.max_tokens, temperature=config.temperature, seed=config.seed,
-                   chunk_size=config.chunk_size, model_label=f"{config.backend}:{label}", closers=closers)
+                   chunk_size=config.chunk_size, model_label=model_label(config), closers=closers)
 
     def close(self) -> None:
         for close in self._closers:

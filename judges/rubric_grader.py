@@ -18,8 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.backends import CachingBackend, create_backend
-from harness.backends.retry import RetryingBackend
+from harness.backends.stack import open_stack
 from harness.errors import CapabilityError
 from harness.scoring.rubric import RubricItem
 from harness.scoring.rubric_grading import (
@@ -38,7 +37,7 @@ from harness.types import (
     RequestKind,
     stable_hash,
 )
-from judges.judge import JudgeConfig, Progress
+from judges.judge import JudgeConfig, Progress, model_label
 
 log = logging.getLogger(__name__)
 
@@ -174,21 +173,10 @@ class LLMRubricGrader:
 
     @classmethod
     def create(cls, config: JudgeConfig, prompt: GraderPrompt) -> LLMRubricGrader:
-        inner = create_backend(config.backend, config.model, batch_size=config.batch_size, **config.model_args)
-        closers: list[Callable[[], None]] = []
-        close_inner = getattr(inner, "close", None)
-        backend: ModelBackend = RetryingBackend(inner, max_attempts=config.max_attempts)
-        if config.cache is not None:
-            cached = CachingBackend(backend, config.cache)
-            closers.append(cached.close)
-            backend = cached
-        if callable(close_inner):
-            closers.append(close_inner)
-        label = config.model or "default"
-        if label.startswith("/") or label.count("/") > 1:
-            label = Path(label).name
-        return cls(backend, prompt, max_tokens=config.max_tokens, temperature=config.temperature, seed=config.seed,
-                   chunk_size=config.chunk_size, model_label=f"{config.backend}:{label}", closers=closers)
+        stack = open_stack(config.backend, config.model, batch_size=config.batch_size, model_args=config.model_args,
+                           max_attempts=config.max_attempts, cache=config.cache)
+        return cls(stack.top, prompt, max_tokens=config.max_tokens, temperature=config.temperature, seed=config.seed,
+                   chunk_size=config.chunk_size, model_label=model_label(config), closers=[stack.close])
 
     def close(self) -> None:
         for close in self._closers:
