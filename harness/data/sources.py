@@ -1,4 +1,5 @@
-"""Read a task split from one of its sources: bundled samples, local files, or the HF hub."""
+"""Read a task split from one of its sources: bundled samples, local files, the HF hub, or a pinned
+file at a URL (downloaded and verified by harness.data.remote, then read as a local file)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.data.adapters import ADAPTERS
-from harness.data.spec import HubSource, IdFilter, LocalSource, TaskSpec
+from harness.data.remote import cache_path, fetch
+from harness.data.spec import HubSource, IdFilter, LocalSource, SplitSources, TaskSpec, UrlSource
 from harness.errors import ConfigError, HarnessError
 from harness.types import Sample
 
 log = logging.getLogger(__name__)
 
-SourceKind = Literal["bundled", "local", "hub"]
+# "hub" reads a split's `hub` source, or its `url` source where it has no hub source (both remote)
+SourceKind = Literal["bundled", "local", "hub", "url"]
 
 
 def tasks_dir() -> Path:
@@ -108,12 +111,18 @@ class SplitData:
     where: str
     duplicates: list[list[int]] = field(default_factory=list)
     deduplicated: bool = False
+    # a `url` source: its URL and the digests the file was verified with (VerifiedFile.record)
+    remote: dict[str, Any] | None = None
 
     def record_extra(self) -> dict[str, Any]:
-        """What a task's record says about the split's duplicates (nothing when there are none)."""
-        if not self.duplicates:
-            return {}
-        return {"duplicates": self.duplicates, "duplicates_scored": "once" if self.deduplicated else "both"}
+        """What a task's record says about the split: its duplicates (when there are any) and, for a
+        file read from a URL, the URL and the sha256 it was verified with."""
+        out: dict[str, Any] = {}
+        if self.duplicates:
+            out.update(duplicates=self.duplicates, duplicates_scored="once" if self.deduplicated else "both")
+        if self.remote is not None:
+            out["remote"] = self.remote
+        return out
 
 
 def describe_duplicates(pairs: list[list[int]]) -> str:
@@ -205,6 +214,39 @@ def read_hub(src: HubSource, dedup: bool = False) -> SplitData:
     return data
 
 
+def read_url(src: UrlSource, dedup: bool = False, *, context: str, hint: str,
+             allow_unpinned: bool | None = None) -> SplitData:
+    """The pinned file at `src.url`, from the data cache (downloaded and verified first when needed),
+    read with the same readers as a local file; the record carries the URL and its sha256."""
+    file = fetch(src, context=context, hint=hint, allow_unpinned=allow_unpinned)
+    data = _adapt(_iter_records(file.path, src.reader), src.record, src.options, src.url, dedup)
+    data.samples = _apply_filter(data.samples, src.ids)
+    data.remote = file.record()
+    return data
+
+
+def _url_hint(src: UrlSource, local: LocalSource | None) -> str:
+    """How to get the file without the harness downloading it (one line)."""
+    manual = f"download it by hand (curl -fL -o FILE {src.url})"
+    if local is not None:
+        return f"{manual} and pass --data-dir DIR with it at DIR/{local.path}, or save it as {cache_path(src.url)}"
+    return f"{manual} and save it as {cache_path(src.url)}"
+
+
+def _read_remote(spec: TaskSpec, split: str, sources: SplitSources, source: SourceKind, dedup: bool,
+                 allow_unpinned: bool | None) -> SplitData:
+    """`hub`: the split's hub source, else its url source; `url`: its url source."""
+    if source == "hub" and sources.hub is not None:
+        return read_hub(sources.hub, dedup)
+    if sources.url is None:
+        wanted = "hub or url" if source == "hub" else "url"
+        raise HarnessError(f"task {spec.task!r} has no {wanted} source for split {split!r} "
+                           "(use --data-dir DIR, or --data-source bundled for its bundled sample)")
+    context = f"task {spec.task!r} ({spec.source_file}: splits.{split}.url)"
+    return read_url(sources.url, dedup, context=context, hint=_url_hint(sources.url, sources.local),
+                    allow_unpinned=allow_unpinned)
+
+
 def load_bundled(name: str) -> list[Sample]:
     path = tasks_dir() / "samples" / name
     if not path.is_file():
@@ -219,15 +261,16 @@ def load_bundled(name: str) -> list[Sample]:
 
 
 def load_split(spec: TaskSpec, split: str, source: SourceKind, data_dir: Path | None, *,
-               dedup: bool = False) -> list[Sample]:
+               dedup: bool = False, allow_unpinned: bool | None = None) -> list[Sample]:
     """The split's samples (see read_split)."""
-    return read_split(spec, split, source, data_dir, dedup=dedup).samples
+    return read_split(spec, split, source, data_dir, dedup=dedup, allow_unpinned=allow_unpinned).samples
 
 
 def read_split(spec: TaskSpec, split: str, source: SourceKind, data_dir: Path | None, *,
-               dedup: bool = False) -> SplitData:
+               dedup: bool = False, allow_unpinned: bool | None = None) -> SplitData:
     """The split's samples and what was found reading them. Exact duplicate records are warned
-    about, naming their lines; they are both scored unless `dedup` (each scored once)."""
+    about, naming their lines; they are both scored unless `dedup` (each scored once).
+    `allow_unpinned`: read a `url` source that has no pin (default: $MEDLLM_HARNESS_ALLOW_UNPINNED)."""
     sources = spec.splits.get(split)
     if sources is None:
         raise ConfigError(f"task {spec.task!r} has no split {split!r}", file=spec.source_file)
@@ -243,10 +286,7 @@ def read_split(spec: TaskSpec, split: str, source: SourceKind, data_dir: Path | 
             raise HarnessError("local data needs --data-dir")
         data = read_local(sources.local, data_dir, dedup)
     else:
-        if sources.hub is None:
-            raise HarnessError(f"task {spec.task!r} has no hub source for split {split!r} "
-                               "(use --data-dir DIR, or --data-source bundled for its bundled sample)")
-        data = read_hub(sources.hub, dedup)
+        data = _read_remote(spec, split, sources, source, dedup, allow_unpinned)
     if not data.samples:
         raise HarnessError(f"task {spec.task!r}: split {split!r} ({source}) holds no samples: {data.where}")
     seen: set[str] = set()

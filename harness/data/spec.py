@@ -4,11 +4,13 @@ validated by pydantic models that forbid unknown keys; errors name the file and 
 from __future__ import annotations
 
 import copy
+import re
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from harness.errors import ConfigError
 from harness.schema import StrictModel, config_error, read_yaml
@@ -45,9 +47,59 @@ class HubSource(StrictModel):
     ids: IdFilter | None = None
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_GIT_BLOB = re.compile(r"[0-9a-f]{40}")
+
+
+class UrlSource(StrictModel):
+    """A file at a fixed URL (e.g. upstream's HealthBench files, which are not on the hub), pinned
+    by its checksum: downloaded once into the data cache and verified before every use
+    (harness.data.remote), then read like a local file."""
+
+    url: str = Field(description="http(s) URL of the file.")
+    sha256: str | None = Field(
+        description="SHA-256 of the file (64 hex digits). Required: `null` says no checksum is published; "
+        "then `git_blob` pins the file, or it is read only with an explicit opt-in "
+        "(MEDLLM_HARNESS_ALLOW_UNPINNED=1), with a warning giving the sha256 it had.",
+    )
+    git_blob: str | None = Field(
+        default=None, description="Git blob id of the file (SHA-1 of 'blob SIZE\\0' + content, 40 hex digits), "
+        "as a repository tree shows it: a pin where only that is known.",
+    )
+    bytes: int | None = Field(default=None, ge=0, description="Size in bytes, checked as well.")
+    reader: Literal["jsonl", "json", "csv", "csv_header", "conll"] = Field(description="File format.")
+    record: str = Field(description="Registered record adapter turning a raw record into a Sample.")
+    options: dict[str, Any] = Field(default_factory=dict, description="Adapter options.")
+    ids: IdFilter | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname or not parts.path.strip("/"):
+            raise ValueError("expected an http(s) URL of a file")
+        return value
+
+    @field_validator("sha256", "git_blob", mode="before")
+    @classmethod
+    def _hex_digest(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        pattern, digits = (_SHA256, 64) if info.field_name == "sha256" else (_GIT_BLOB, 40)
+        if not pattern.fullmatch(value.strip().lower()):
+            raise ValueError(f"expected {digits} hex digits")
+        return value.strip().lower()
+
+    @property
+    def pinned(self) -> bool:
+        """Whether a checksum (sha256 or git blob id) pins the file."""
+        return self.sha256 is not None or self.git_blob is not None
+
+
 class SplitSources(StrictModel):
     local: LocalSource | None = None
     hub: HubSource | None = None
+    url: UrlSource | None = None
     bundled: str | None = Field(
         default=None, description="File under tasks/samples/ with normalised samples."
     )

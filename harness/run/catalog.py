@@ -84,7 +84,7 @@ def _check_names(spec: TaskSpec) -> None:
     for m in spec.metrics:
         check(METRICS, m, "metrics")  # type: ignore[arg-type]
     for split, sources in spec.splits.items():
-        for kind in ("local", "hub"):
+        for kind in ("local", "hub", "url"):
             src = getattr(sources, kind)
             if src is not None:
                 check(ADAPTERS, src.record, f"splits.{split}.{kind}.record")  # type: ignore[arg-type]
