@@ -8,6 +8,11 @@ graded ones) and counted as that grader's failure. The scores go to judges.jury.
 grader and per run the clipped mean, the jury, Krippendorff's alpha (interval) across graders,
 leave-one-grader-out Kendall's tau of the run ranking, and same-family flags (grader model vs
 the run's model).
+
+A jury inside one run (`harness run --grader-model A --grader-model B`, harness.protocols.rubric)
+grades as it scores, with per-grader scores, failures and alpha in the run's record; the rank
+stability needs several candidate runs, so it stays here. A run graded by such a jury reads
+back like any rubric run (its `grades` keep the items).
 """
 
 from __future__ import annotations

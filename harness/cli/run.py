@@ -15,16 +15,35 @@ AUX_ROLES = (("patient", "interactive tasks: an LLM patient instead of the retri
              ("turn_judge", "pqa tasks: an LLM labels turns asking/advising instead of the rule"),
              ("grader", "rubric tasks (healthbench*): the model that decides each rubric item"),
              ("extractor", "generative MCQA with --extractor model: reads the answers the rule is unsure of"))
+# Roles whose --ROLE-model may be repeated (a jury; backends and arguments paired by position).
+JURY_ROLES = frozenset({"grader"})
 
 
 def _aux_models(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for role, _ in AUX_ROLES:
+        if role in JURY_ROLES:
+            out.update(_jury(args, role))
+            continue
         model, backend, extra = (getattr(args, f"{role}_{k}") for k in ("model", "backend", "args"))
         if model is not None or backend is not None or extra is not None:
             out[role] = {"model": None if model == "default" else model, "backend": backend or "hf",
                          "model_args": parse_model_args(extra)}
     return out
+
+
+def _jury(args: argparse.Namespace, role: str) -> dict[str, Any]:
+    """--grader-model given N times: the graders grader, grader_2, ..., each with its backend and
+    arguments by position (harness.cli.model_flags); once: today's single grader."""
+    from harness.cli.model_flags import pair_model_flags
+    from harness.protocols.rubric import grader_role
+
+    flag = role.replace("_", "-")
+    paired = pair_model_flags(getattr(args, f"{role}_model"), getattr(args, f"{role}_backend"),
+                              getattr(args, f"{role}_args"), model_flag=f"--{flag}-model",
+                              backend_flag=f"--{flag}-backend", args_flag=f"--{flag}-args", default_model="default")
+    return {grader_role(k): {"model": None if p.model == "default" else p.model, "backend": p.backend,
+                             "model_args": parse_model_args(p.args)} for k, p in enumerate(paired)}
 
 
 def _sft_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -158,6 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         record = Runner(config, progress=progress).run()
     print(format_record(record))
+    for line in jury_lines(record):
+        print(line)
     print(f"record: {config.output / 'run.json'}")
     if args.price_table is not None:
         print(_write_cost(config.output, args.price_table))
@@ -170,9 +191,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return unscored_status(record, args.allow_unscored)
 
 
+def jury_lines(record: Any) -> list[str]:
+    """Per rubric task graded by a jury: each grader's own score and counts, the agreement, and
+    graders of the candidate's family (the table shows the jury's mean as rubric_score)."""
+    from harness.scoring.intervals import format_value_ci
+
+    lines = []
+    for key, res in record.tasks.items():
+        jury = ((res.metrics.get("rubric_score") or {}).get("details") or {}).get("jury")
+        if not jury:
+            continue
+        parts = []
+        for role, g in jury["graders"].items():
+            m = g["rubric_score"]
+            parts.append(f"{role} {format_value_ci(m['value'], *m['ci'])} ({g['n_ungraded_items']} of "
+                         f"{g['n_items']} items ungraded, {g['n_failed_requests']} failed requests)")
+        alpha = jury["krippendorff_alpha"]
+        line = (f"{key}: a jury of {len(parts)} graders (rubric_score is their mean): {'; '.join(parts)}; "
+                f"Krippendorff's alpha (nominal, {jury['alpha_units']} items): "
+                f"{'n/a' if alpha is None else f'{alpha:.3f}'}")
+        flags = (res.extra.get("jury") or {}).get("same_family_as_candidate") or []
+        if flags:
+            line += "; same family as the candidate: " + ", ".join(
+                f"{f['grader']} ({'/'.join(f['families'])})" for f in flags)
+        lines.append(line)
+    return lines
+
+
 def unscored_status(record: Any, allow_unscored: bool) -> int:
-    """EXIT_UNSCORED when a sample is unscored because its request failed (or its prompt exceeded the
-    context), unless the user accepts it; 0 otherwise."""
+    """EXIT_UNSCORED when a sample had a failed request (unscored, or a rubric example scored on its
+    graded items), unless the user accepts it; 0 otherwise."""
     from harness.run.report import failed_request_counts
 
     failed = failed_request_counts(record)
@@ -181,8 +229,9 @@ def unscored_status(record: Any, allow_unscored: bool) -> int:
     import sys
 
     total = sum(failed.values())
-    print(f"error: {total} sample(s) unscored because a request failed in {len(failed)} task(s); exit status "
-          f"{EXIT_UNSCORED} (pass --allow-unscored to accept)", file=sys.stderr)
+    print(f"error: {total} sample(s) with a failed request in {len(failed)} task(s) (unscored, or scored on part "
+          f"of a rubric with --partial-rubrics); exit status {EXIT_UNSCORED} (pass --allow-unscored to accept; "
+          "rerun the same command to ask the failed requests again)", file=sys.stderr)
     return EXIT_UNSCORED
 
 
@@ -312,6 +361,16 @@ def add_commands(sub: Any) -> None:
                      "SQLAlchemy URL)")
     for role, what in AUX_ROLES:
         flag = role.replace("_", "-")
+        if role in JURY_ROLES:
+            jury = (" Repeat for a jury: each grades every item; --grader-backend / --grader-args given once apply "
+                    "to every grader, given once per --grader-model pair with them in order")
+            run.add_argument(f"--{flag}-model", action="append",
+                             help=f"{what}: its model ('default' = the embedded model).{jury}")
+            run.add_argument(f"--{flag}-backend", action="append",
+                             help=f"backend of the {flag} model: hf, vllm or openai (default: hf)")
+            run.add_argument(f"--{flag}-args", action="append", help=f"backend arguments of the {flag} model, "
+                             "e.g. base_url=http://127.0.0.1:8000/v1,api_key_env=MY_KEY_VAR")
+            continue
         run.add_argument(f"--{flag}-model", help=f"{what}: its model ('default' = the embedded model)")
         run.add_argument(f"--{flag}-backend", help=f"backend of the {flag} model: hf, vllm or openai (default: hf)")
         run.add_argument(f"--{flag}-args", help=f"backend arguments of the {flag} model, e.g. "

@@ -90,6 +90,16 @@ class Protocol:
         """Roles of the auxiliary models this protocol sends RoutedRequests to, in this run."""
         return ()
 
+    def absorbs_failure(self, request: Request, ctx: PromptContext) -> bool:
+        """Whether this protocol handles a failure of `request` itself (a RequestFailure left after
+        the backend's bounded retries, or a request too long for its model): the failure reaches
+        `followup` and `score` as that request's result, instead of leaving the whole sample
+        unscored (e.g. a rubric grader's request: only its item is ungraded). The runner still
+        marks such a sample request_failed (unless the request was not sent: too long), so it
+        counts for the exit status and is asked again on resume. Default: none (any failed
+        request leaves the sample unscored)."""
+        return False
+
     def followup(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> list[Request]:
         """Requests of the next stage, given every result so far (empty when done). Multi-stage
         protocols (voc, dialogue simulations) override this; `score` sees all results in order."""

@@ -9,8 +9,20 @@ samples' through the backend stack (retries, the request cache), with a strict J
 ({"explanation": ..., "criteria_met": true|false}; harness.scoring.rubric_grading). A reply that
 does not parse is asked for once more (a new request with a reminder); if it still does not
 parse the *item* is ungraded: the example is unscored, or scored on its graded items with
-`RunConfig.rubric.partial` (`--partial-rubrics`). A request that fails after the backend's
-bounded retries leaves the whole sample unscored with the reason (as in every protocol).
+`RunConfig.rubric.partial` (`--partial-rubrics`). A grader request that fails after the
+backend's bounded retries takes the same path (its item ungraded, the reason in the item's grade
+record; `absorbs_failure`), and the runner marks the sample request_failed: it counts for the
+run's exit status and is graded again on resume. A failure of the candidate's own request
+leaves the whole sample unscored (as in every protocol).
+
+A jury: the graders `grader`, `grader_2`, ... (`--grader-model` given several times) each
+decide every item independently (their requests grader-major, so one grader's are today's); the
+example's score is the mean of the graders' example scores (harness.scoring.rubric.jury_example),
+each grader's decisions, score and counts are kept per sample, and `rubric_score`'s details hold
+each grader's own score, ungraded and failed counts, and Krippendorff's alpha over the item
+decisions (harness.protocols.rubric_metrics). Leave-one-grader-out rank stability needs several candidate runs:
+`harness judge rubric` (judges.rubric_jury) reports it.
+
 `rubric_ideal` grades the physicians' stored completion (`ideal_completions_data`) instead of a
 model's, as upstream's physician-completions mode does; an example without one is unscored.
 
@@ -24,7 +36,8 @@ beside it. The grader's prompt text hash, parser and generation settings are in 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,20 +45,13 @@ from harness.data.adapters import ADAPTERS
 from harness.errors import HarnessError
 from harness.protocols.base import PROTOCOLS, PromptContext, Protocol
 from harness.protocols.textgen import greedy_chat_request
-from harness.scoring.intervals import MetricValue
-from harness.scoring.metrics import METRICS, RatioMetric
 from harness.scoring.rubric import (
-    AXIS_PREFIX,
-    THEME_PREFIX,
-    ClippedMean,
     ExampleScore,
     LengthPenalty,
     RubricItem,
-    clipped_mean,
+    jury_example,
     parse_rubric_items,
     score_example,
-    summarize,
-    tag_value,
 )
 from harness.scoring.rubric_grading import (
     PARSER_NAME,
@@ -62,19 +68,17 @@ from harness.types import (
     GenerationResult,
     Message,
     Request,
+    RequestFailure,
     RequestKind,
     RoutedRequest,
     Sample,
     Score,
 )
 
-GRADER = "grader"
+GRADER = "grader"  # the grader's aux role; a jury's further graders: grader_2, grader_3, ...
+_GRADER_ROLE = re.compile(r"^grader(?:_([2-9]|[1-9]\d+))?$")
 MAX_REPLIES = 2  # the first reply and one retry with the reminder
 BUILTIN_PROMPT = "rubric_grader.yaml"
-HEALTHBENCH_THEMES = ("emergency_referrals", "context_seeking", "global_health", "health_data_tasks",
-                      "communication", "hedging", "complex_responses")
-HEALTHBENCH_AXES = ("accuracy", "completeness", "context_awareness", "communication_quality",
-                    "instruction_following")
 _ROW_KEYS = frozenset({"prompt", "rubrics", "example_tags", "prompt_id", "ideal_completions_data", "canary"})
 _ROLES = frozenset({"system", "user", "assistant", "developer"})
 
@@ -128,6 +132,19 @@ def sample_items(sample: Sample) -> tuple[RubricItem, ...]:
 
 # -- the grader ----------------------------------------------------------------------------
 
+def grader_role(k: int) -> str:
+    """The aux role of a jury's k-th grader (0-based): grader, grader_2, grader_3, ..."""
+    if k < 0:
+        raise ValueError(f"grader index must be >= 0, got {k}")
+    return GRADER if k == 0 else f"{GRADER}_{k + 1}"
+
+
+def grader_roles(roles: Iterable[str]) -> tuple[str, ...]:
+    """The grader roles among a run's aux roles, in jury order (grader, grader_2, ...)."""
+    found = [r for r in roles if _GRADER_ROLE.match(r)]
+    return tuple(sorted(found, key=lambda r: 1 if r == GRADER else int(r.rsplit("_", 1)[1])))
+
+
 def _settings(ctx: PromptContext) -> Mapping[str, Any]:
     return ctx.family_settings.get("rubric", {})
 
@@ -156,33 +173,63 @@ def grader_generation(ctx: PromptContext) -> GenerationConfig:
 
 @dataclass(frozen=True)
 class _Replies:
-    """Every grader reply of one sample, walked in the order the stages asked for them."""
+    """Every grader reply of one sample, walked in the order the stages asked for them; a unit is
+    (grader index, item index)."""
 
-    raw: list[list[str]]  # per item
-    retry: list[int]  # items to ask again (their last reply did not parse, attempts left)
+    raw: dict[tuple[int, int], list[str]]  # per unit, its replies' texts
+    failed: dict[tuple[int, int], RequestFailure]  # units whose request failed: ungraded, not asked again
+    retry: list[tuple[int, int]]  # units to ask again (their last reply did not parse, attempts left)
+    tokens: dict[int, list[int]]  # per grader, [prompt, completion] tokens of its replies
     complete: bool  # every reply asked for so far is there
 
 
-def _walk(replies: Sequence[Any], n_items: int) -> _Replies:
-    """Attempt 1 asked every item; each later attempt asks again the items whose last reply
-    did not parse, in item order, until MAX_REPLIES."""
-    raw: list[list[str]] = [[] for _ in range(n_items)]
-    asked = list(range(n_items))
+def _walk(replies: Sequence[Any], n_graders: int, n_items: int) -> _Replies:
+    """Attempt 1 asked every unit (grader-major: each grader's items in item order); each later
+    attempt asks again the units whose last reply did not parse, in that order, until
+    MAX_REPLIES. A unit whose request failed (after the backend's bounded retries) is not asked
+    again: its item is ungraded by that grader."""
+    units = [(g, k) for g in range(n_graders) for k in range(n_items)]
+    raw: dict[tuple[int, int], list[str]] = {u: [] for u in units}
+    failed: dict[tuple[int, int], RequestFailure] = {}
+    tokens = {g: [0, 0] for g in range(n_graders)}
+    asked = units
     pos = 0
     for attempt in range(1, MAX_REPLIES + 1):
         if pos + len(asked) > len(replies):
-            return _Replies(raw, [], False)
-        for k in asked:
+            return _Replies(raw, failed, [], tokens, False)
+        for u in asked:
             r = replies[pos]
-            raw[k].append(r.text if isinstance(r, GenerationResult) else "")
+            if isinstance(r, RequestFailure):
+                failed[u] = r
+            else:
+                raw[u].append(r.text if isinstance(r, GenerationResult) else "")
+                if isinstance(r, GenerationResult):
+                    tokens[u[0]][0] += r.n_prompt_tokens
+                    tokens[u[0]][1] += r.n_completion_tokens
             pos += 1
-        failed = [k for k in asked if parse_reply(raw[k][-1]).met is None]
-        if not failed or attempt == MAX_REPLIES:
+        again = [u for u in asked if u not in failed and parse_reply(raw[u][-1]).met is None]
+        if not again or attempt == MAX_REPLIES:
             break
         if pos == len(replies):  # the next attempt is still to be asked
-            return _Replies(raw, failed, True)
-        asked = failed
-    return _Replies(raw, [], True)
+            return _Replies(raw, failed, again, tokens, True)
+        asked = again
+    return _Replies(raw, failed, [], tokens, True)
+
+
+def _grade(raw: list[str], failure: RequestFailure | None) -> dict[str, Any]:
+    """One grader's decision on one item: met (None = ungraded), the last reply's explanation,
+    every error (unparseable replies, a failed request) and every raw reply."""
+    replies = [parse_reply(t) for t in raw]
+    final = replies[-1] if replies else None
+    errors = [r.error for r in replies if r.error]
+    if failure is not None:
+        errors.append(f"{'not sent' if failure.context_exceeded else 'request failed'}: {failure.reason}")
+    grade: dict[str, Any] = {"met": None if failure is not None or final is None else final.met,
+                             "explanation": final.explanation if final else None,
+                             "error": "; ".join(errors) or None, "raw": raw}
+    if failure is not None:
+        grade["failure"] = failure.reason
+    return grade
 
 
 class RubricProtocol(Protocol):
@@ -194,11 +241,15 @@ class RubricProtocol(Protocol):
         self.responses = responses  # "model" | "ideal"
 
     def aux_roles(self, ctx: PromptContext) -> tuple[str, ...]:
-        return (GRADER,) if GRADER in ctx.aux_roles else ()
+        return grader_roles(ctx.aux_roles)
+
+    def absorbs_failure(self, request: Request, ctx: PromptContext) -> bool:
+        """A grader's request: its failure leaves only that item ungraded by that grader."""
+        return isinstance(request, RoutedRequest) and request.role in grader_roles(ctx.aux_roles)
 
     def record_info(self, ctx: PromptContext) -> dict[str, Any]:
         prompt = grader_prompt(ctx)
-        return {
+        info: dict[str, Any] = {
             "responses": self.responses,
             "grader_prompt": {"name": prompt.name, "version": prompt.version, "style": prompt.style,
                               "sha256": prompt.content_hash},
@@ -208,6 +259,12 @@ class RubricProtocol(Protocol):
             "partial_rubrics": bool(_settings(ctx).get("partial", False)),
             "length_penalty": LengthPenalty().to_json(),
         }
+        graders = grader_roles(ctx.aux_roles)
+        if len(graders) > 1:  # only for a jury, so a single grader's record (and fingerprint) stay put
+            info["jury"] = {"graders": list(graders), "score": "mean of the graders' example scores",
+                            "agreement": "Krippendorff's alpha (nominal) over the item decisions",
+                            "judges_the_model": self.responses == "model"}  # not the physicians' texts
+        return info
 
     def _response(self, sample: Sample, results: Sequence[Any]) -> str | None:
         if self.responses == "ideal":
@@ -215,12 +272,16 @@ class RubricProtocol(Protocol):
         first = results[0] if results else None
         return first.text if isinstance(first, GenerationResult) else None
 
-    def _grader_requests(self, sample: Sample, response: str, ctx: PromptContext) -> list[Request]:
+    def _item_requests(self, sample: Sample, response: str, ctx: PromptContext) -> list[GenerationRequest]:
         prompt, gen = grader_prompt(ctx), grader_generation(ctx)
         assert not isinstance(sample.input, str)
-        return [RoutedRequest(GRADER, GenerationRequest(messages=grader_messages(prompt, sample.input, response, it),
-                                                        config=gen))
+        return [GenerationRequest(messages=grader_messages(prompt, sample.input, response, it), config=gen)
                 for it in sample_items(sample)]
+
+    def _grader_requests(self, sample: Sample, response: str, ctx: PromptContext) -> list[Request]:
+        """Every grader's request for every item, grader-major (one grader: today's order)."""
+        items = self._item_requests(sample, response, ctx)
+        return [RoutedRequest(role, req) for role in grader_roles(ctx.aux_roles) for req in items]
 
     def requests(self, sample: Sample, ctx: PromptContext) -> list[Request]:
         if GRADER not in ctx.aux_roles:
@@ -240,17 +301,18 @@ class RubricProtocol(Protocol):
             return []
         if len(results) == base:
             return self._grader_requests(sample, response, ctx)
-        state = _walk(results[base:], len(sample.metadata["rubrics"]))
+        graders = grader_roles(ctx.aux_roles)
+        state = _walk(results[base:], len(graders), len(sample.metadata["rubrics"]))
         if not state.retry:
             return []
-        first = self._grader_requests(sample, response, ctx)
+        first = self._item_requests(sample, response, ctx)
         prompt = grader_prompt(ctx)
         out: list[Request] = []
-        for k in state.retry:
+        for g, k in state.retry:
             req = first[k]
-            assert isinstance(req, RoutedRequest) and req.request.messages is not None
-            out.append(RoutedRequest(GRADER, GenerationRequest(
-                messages=retry_messages(req.request.messages, state.raw[k][-1], prompt), config=req.request.config)))
+            assert req.messages is not None
+            out.append(RoutedRequest(graders[g], GenerationRequest(
+                messages=retry_messages(req.messages, state.raw[(g, k)][-1], prompt), config=req.config)))
         return out
 
     def score(self, sample: Sample, results: Sequence[Any], ctx: PromptContext) -> Score:
@@ -261,98 +323,44 @@ class RubricProtocol(Protocol):
             return Score(None, explanation=why, metadata={"output": None})
         base = 0 if self.responses == "ideal" else 1
         items = sample_items(sample)
-        state = _walk(results[base:], len(items))
-        grades, met = [], []
-        for item, raw in zip(items, state.raw, strict=True):
-            replies = [parse_reply(t) for t in raw]
-            final = replies[-1] if replies else None
-            decided = final.met if final is not None else None
-            met.append(decided)
-            grades.append({**item.to_json(), "met": decided, "explanation": final.explanation if final else None,
-                           "error": "; ".join(r.error for r in replies if r.error) or None, "raw": raw})
-        ex = score_example(items, met, sample.metadata.get("example_tags", ()),
-                           partial=bool(_settings(ctx).get("partial", False)), response_chars=len(response))
-        tokens = {"candidate": [0, 0], GRADER: [0, 0]}
-        for k, r in enumerate(results):
-            if isinstance(r, GenerationResult):
-                role = "candidate" if k < base else GRADER
-                tokens[role][0] += r.n_prompt_tokens
-                tokens[role][1] += r.n_completion_tokens
-        meta = {"output": response, "response_source": self.responses, "grades": grades,
-                "example_tags": list(ex.example_tags), "item_tags": list(ex.item_tags),
-                "tag_scores": dict(ex.tag_scores), "response_chars": len(response), "tokens": tokens,
-                "values": {"n_items": float(ex.n_items), "n_ungraded": float(ex.n_ungraded)}}
+        graders = grader_roles(ctx.aux_roles)
+        state = _walk(results[base:], len(graders), len(items))
+        partial = bool(_settings(ctx).get("partial", False))
+        tags = sample.metadata.get("example_tags", ())
+        grades: dict[str, list[dict[str, Any]]] = {}
+        per: dict[str, ExampleScore] = {}
+        for g, role in enumerate(graders):
+            grades[role] = [_grade(state.raw[(g, k)], state.failed.get((g, k))) for k in range(len(items))]
+            per[role] = score_example(items, [x["met"] for x in grades[role]], tags, partial=partial,
+                                      response_chars=len(response))
+        tokens = {"candidate": [0, 0], **{role: state.tokens[g] for g, role in enumerate(graders)}}
+        first = results[0] if base and results else None
+        if isinstance(first, GenerationResult):
+            tokens["candidate"] = [first.n_prompt_tokens, first.n_completion_tokens]
+        meta: dict[str, Any] = {"output": response, "response_source": self.responses}
+        if len(graders) == 1:  # exactly the record of a single grader
+            ex = per[graders[0]]
+            meta["grades"] = [{**it.to_json(), **grade} for it, grade in zip(items, grades[graders[0]], strict=True)]
+        else:
+            ex = jury_example(per, partial=partial)
+            meta["grades"] = [{**item.to_json(), "met_share": _met_share([grades[r][k]["met"] for r in graders]),
+                               "by_grader": {r: grades[r][k] for r in graders}} for k, item in enumerate(items)]
+            meta["jury"] = {"graders": list(graders), "per_grader": {
+                r: {"score": e.score, "reason": e.reason, "tag_scores": dict(e.tag_scores), "n_items": e.n_items,
+                    "n_ungraded": e.n_ungraded, "n_failed": sum("failure" in x for x in grades[r])}
+                for r, e in per.items()}}
+        meta.update({"example_tags": list(ex.example_tags), "item_tags": list(ex.item_tags),
+                     "tag_scores": dict(ex.tag_scores), "response_chars": len(response), "tokens": tokens,
+                     "values": {"n_items": float(ex.n_items), "n_ungraded": float(ex.n_ungraded)}})
         if isinstance(sample.target, str):
             meta["references"] = [sample.target]
         return Score(ex.score, explanation=ex.reason, metadata=meta)
 
 
-# -- metrics -------------------------------------------------------------------------------
-
-def example_scores(scores: Sequence[Score]) -> list[ExampleScore]:
-    """The per-example rubric scores back from stored Scores (a sample whose requests failed
-    is an unscored example with no items)."""
-    out = []
-    for s in scores:
-        m = s.metadata
-        if "values" not in m or "tag_scores" not in m:
-            out.append(ExampleScore(None, {}, 0, 0, s.explanation or "unscored"))
-            continue
-        out.append(ExampleScore(s.value, dict(m["tag_scores"]), int(m["values"]["n_items"]),
-                                int(m["values"]["n_ungraded"]), s.explanation, tuple(m.get("example_tags", ())),
-                                tuple(m.get("item_tags", ())), m.get("response_chars")))
-    return out
-
-
-def _metric_value(name: str, c: ClippedMean, details: Mapping[str, Any] | None = None) -> MetricValue:
-    extra = {"bootstrap_std": c.bootstrap_std, "unclipped_mean": c.unclipped, **(details or {})}
-    method = "none" if c.value is None else "bootstrap-clipped-mean"
-    return MetricValue(name, c.value, c.ci_low, c.ci_high, c.n_scored, c.n_unscored, method, extra)
-
-
-def _table(values: Mapping[str, ClippedMean]) -> dict[str, Any]:
-    return {k: {"value": v.value, "ci": [v.ci_low, v.ci_high], "n_scored": v.n_scored, "n_unscored": v.n_unscored}
-            for k, v in values.items()}
-
-
-@dataclass(frozen=True)
-class RubricScoreMetric:
-    """The task score (clipped mean) with theme and axis tables in its details."""
-
-    name: str
-    length_adjusted: bool = False
-    higher_is_better: bool = True
-    description: str = "HealthBench score: mean of per-example rubric scores, clipped to [0, 1]"
-
-    def aggregate(self, scores: Sequence[Score], options: Mapping[str, Any] | None = None) -> MetricValue:
-        examples = example_scores(scores)
-        if self.length_adjusted:
-            summary = summarize(examples, length_penalty=LengthPenalty())
-            assert summary.length_adjusted is not None
-            return _metric_value(self.name, summary.length_adjusted, {"length_penalty": LengthPenalty().to_json()})
-        summary = summarize(examples)
-        return _metric_value(self.name, summary.overall, {
-            "by_theme": _table(summary.by_theme), "by_axis": _table(summary.by_axis),
-            "n_items": summary.n_items, "n_ungraded_items": summary.n_ungraded_items,
-            "n_examples_with_ungraded": summary.n_examples_with_ungraded})
-
-
-@dataclass(frozen=True)
-class RubricTagMetric:
-    """The clipped mean over the examples carrying one tag (a theme, an axis, ...)."""
-
-    name: str
-    tag: str
-    higher_is_better: bool = True
-
-    def aggregate(self, scores: Sequence[Score], options: Mapping[str, Any] | None = None) -> MetricValue:
-        values: list[float | None] = []
-        for ex in example_scores(scores):
-            if self.tag in ex.example_tags or self.tag in ex.item_tags:
-                applies, value = tag_value(ex, self.tag)
-                if applies:
-                    values.append(value)
-        return _metric_value(self.name, clipped_mean(values), {"tag": self.tag})
+def _met_share(decisions: Sequence[bool | None]) -> float | None:
+    """The share of the graders that decided an item who found it met (None: none decided)."""
+    decided = [d for d in decisions if d is not None]
+    return sum(decided) / len(decided) if decided else None
 
 
 ADAPTERS.add("healthbench", healthbench_row)
@@ -360,14 +368,3 @@ RUBRIC = RubricProtocol("rubric", "model")
 RUBRIC_IDEAL = RubricProtocol("rubric_ideal", "ideal")
 PROTOCOLS.add(RUBRIC.name, RUBRIC)
 PROTOCOLS.add(RUBRIC_IDEAL.name, RUBRIC_IDEAL)
-METRICS.add("rubric_score", RubricScoreMetric("rubric_score"))
-METRICS.add("rubric_score_length_adjusted", RubricScoreMetric(
-    "rubric_score_length_adjusted", length_adjusted=True,
-    description="rubric_score less HealthBench Professional's length penalty (per 500 characters above 2,000)"))
-METRICS.add("rubric_ungraded_item_rate", RatioMetric(
-    "rubric_ungraded_item_rate", False, "n_ungraded", "n_items",
-    "share of rubric items whose grader reply never parsed (ungraded, not 'not met')"))
-for _theme in HEALTHBENCH_THEMES:
-    METRICS.add(f"rubric_theme_{_theme}", RubricTagMetric(f"rubric_theme_{_theme}", THEME_PREFIX + _theme))
-for _axis in HEALTHBENCH_AXES:
-    METRICS.add(f"rubric_axis_{_axis}", RubricTagMetric(f"rubric_axis_{_axis}", AXIS_PREFIX + _axis))

@@ -59,8 +59,10 @@ def unscored_reason(score: Score) -> str:
 
 
 def unscored_extra(scores: Sequence[Score]) -> dict[str, Any]:
-    """Record facts about the task's unscored samples: counts by reason, how many because a request
-    failed, and the first failed request's error line; truncated prompts counted too."""
+    """Record facts about the task's unscored samples: counts by reason; how many samples had a
+    failed request (unscored, or scored without it where the protocol absorbs failures, e.g. a
+    rubric example scored on its graded items) and the first failed request's error line;
+    truncated prompts counted too."""
     reasons: dict[str, int] = {}
     failed = 0
     first_error: str | None = None
@@ -68,13 +70,15 @@ def unscored_extra(scores: Sequence[Score]) -> dict[str, Any]:
     for s in scores:
         if s.metadata.get("truncated"):
             truncated += 1
+        if s.metadata.get("request_failed"):
+            failed += 1
+            failures = s.metadata.get("failures") or []
+            first_error = first_error or (unscored_reason(Score(None, explanation=f"request failed: {failures[0]}"))
+                                          if failures else unscored_reason(s))
         if s.value is not None:
             continue
         reason = unscored_reason(s)
         reasons[reason] = reasons.get(reason, 0) + 1
-        if s.metadata.get("request_failed"):
-            failed += 1
-            first_error = first_error or reason
     out: dict[str, Any] = {}
     if reasons:
         out["unscored"] = dict(sorted(reasons.items(), key=lambda kv: -kv[1]))

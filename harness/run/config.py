@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class AuxModel(BaseModel):
@@ -87,7 +87,8 @@ class RunConfig(BaseModel):
     aux_models: dict[str, AuxModel] = Field(
         default_factory=dict,
         description="Auxiliary models by role: 'patient' (interactive tasks: an LLM patient instead of the "
-        "retrieval patient), 'turn_judge' (pqa tasks: an LLM labels turns asking/advising).",
+        "retrieval patient), 'turn_judge' (pqa tasks: an LLM labels turns asking/advising), 'grader' (rubric "
+        "tasks; a jury adds 'grader_2', 'grader_3', ... in order), 'extractor' (--extractor model).",
     )
     rubric: RubricOptions | None = Field(
         default=None, description="Rubric-graded tasks: grader prompt, partial rubrics; None = the defaults."
@@ -119,6 +120,21 @@ class RunConfig(BaseModel):
             if not 0 <= index < count:
                 raise ValueError(f"shard index must be in 0..N-1, got {index}/{count}")
         return value
+
+    @model_validator(mode="after")
+    def _jury_roles(self) -> RunConfig:
+        """A jury's graders are grader, grader_2, ..., grader_N: none missing in between."""
+        if not any(role.startswith("grader") for role in self.aux_models):
+            return self
+        from harness.protocols.rubric import grader_role, grader_roles
+
+        roles = grader_roles(self.aux_models)
+        expected = tuple(grader_role(k) for k in range(len(roles)))
+        if roles != expected:
+            missing = sorted(set(expected) - set(roles))
+            raise ValueError(f"aux_models: a jury's graders must be {', '.join(expected)}; got {', '.join(roles)} "
+                             f"({', '.join(missing)} missing)")
+        return self
 
     @field_validator("data_dir", "output", "cache", "lmeval_include")
     @classmethod

@@ -14,6 +14,7 @@ from harness.run.folder import SampleLog, score_to_json
 from harness.run.planning import TaskPlan
 from harness.types import (
     GenerationRequest,
+    GenerationResult,
     LoglikelihoodRequest,
     ModelBackend,
     Request,
@@ -45,16 +46,54 @@ def request_size(request: Request) -> int:
     return len(request.prompt or "") + sum(len(m.content) for m in request.messages or ())
 
 
-def score_sample(plan: TaskPlan, sample: Sample, results: Sequence[Any]) -> Score:
-    """A sample with a failed request is unscored with the reason; never guessed."""
-    failures = [r for r in results if isinstance(r, RequestFailure)]
+def blocking_failures(plan: TaskPlan, requests: Sequence[Request], results: Sequence[Any]) -> list[RequestFailure]:
+    """The failed requests that leave the sample unscored: every RequestFailure but those of
+    requests its protocol absorbs (Protocol.absorbs_failure; a result without its request is
+    never absorbed)."""
+    out = []
+    for k, r in enumerate(results):
+        if isinstance(r, RequestFailure):
+            request = requests[k] if k < len(requests) else None
+            if request is None or not plan.protocol.absorbs_failure(request, plan.ctx):
+                out.append(r)
+    return out
+
+
+def score_sample(plan: TaskPlan, sample: Sample, results: Sequence[Any], requests: Sequence[Request] = ()) -> Score:
+    """A sample with a failed request is unscored with the reason; never guessed. Failures the
+    protocol absorbs (`requests[k]` is the request of `results[k]`) go to its `score`; the score
+    is then marked request_failed with their reasons (counted for the exit status, and the
+    sample is scored again on resume) unless none was sent (a prompt too long for its model)."""
+    failures = blocking_failures(plan, requests, results)
     too_long = [f for f in failures if f.context_exceeded]
     if too_long:  # not sent: not a failed request
         return Score(None, explanation=too_long[0].reason, metadata={"context_exceeded": True})
     if failures:
         return Score(None, explanation=f"request failed: {failures[0].reason}",
                      metadata={"request_failed": True, "failures": [f.reason for f in failures]})
-    return plan.protocol.score(sample, results, plan.ctx)
+    score = plan.protocol.score(sample, results, plan.ctx)
+    absorbed = [r.reason for r in results if isinstance(r, RequestFailure) and not r.context_exceeded]
+    if absorbed:
+        score = replace(score, metadata={**score.metadata, "request_failed": True, "failures": absorbed})
+    if "tokens" not in score.metadata:
+        tokens = sample_tokens(requests, results)
+        if tokens:
+            score = replace(score, metadata={**score.metadata, "tokens": tokens})
+    return score
+
+
+def sample_tokens(requests: Sequence[Request], results: Sequence[Any]) -> dict[str, list[int]]:
+    """Generation tokens [prompt, completion] per model role ("candidate" for the model under
+    test), for the cost report (harness.scoring.cost.run_usage); protocols that count their own
+    (rubric) keep theirs. Counted whether or not the cache served the result."""
+    tokens: dict[str, list[int]] = {}
+    for request, result in zip(requests, results, strict=False):
+        if isinstance(result, GenerationResult):
+            role = request.role if isinstance(request, RoutedRequest) else "candidate"
+            pair = tokens.setdefault(role, [0, 0])
+            pair[0] += result.n_prompt_tokens
+            pair[1] += result.n_completion_tokens
+    return tokens
 
 
 def call_by_kind(backend: ModelBackend, requests: Sequence[Request]) -> list[Any]:
@@ -130,10 +169,11 @@ def execute_task(plan: TaskPlan, backends: Mapping[str | None, ModelBackend], sa
             cut: set[int] = set()
             results = dispatch(backends, flat, truncate=plan.truncate, truncated=cut)
             per_sample = [list(results[a:b]) for a, b in spans]
-            _followups(plan, chunk, per_sample, backends)
+            asked = [list(plan.requests[s.id]) for s in chunk]  # per sample, the request of each result
+            _followups(plan, chunk, per_sample, asked, backends)
             entries: list[dict[str, Any]] = []
-            for s, sample_results in zip(chunk, per_sample, strict=True):
-                score = score_sample(plan, s, sample_results)
+            for s, sample_results, sample_requests in zip(chunk, per_sample, asked, strict=True):
+                score = score_sample(plan, s, sample_results, sample_requests)
                 a, b = spans[len(entries)]
                 if any(a <= i < b for i in cut):  # --truncate cut one of its prompts: counted per sample
                     score = replace(score, metadata={**score.metadata, "truncated": plan.truncate})
@@ -163,14 +203,15 @@ def _first_prompt(requests: Sequence[Request]) -> Any:
     return key.get("context") or key.get("messages")
 
 
-def _followups(plan: TaskPlan, chunk: Sequence[Sample], per_sample: list[list[Any]],
+def _followups(plan: TaskPlan, chunk: Sequence[Sample], per_sample: list[list[Any]], asked: list[list[Request]],
                backends: Mapping[str | None, ModelBackend]) -> None:
     """Run later stages of multi-stage protocols, batched across the chunk, until every
-    sample is done. A failed request ends that sample's stages (it is unscored)."""
+    sample is done; each stage's requests and results are appended to `asked` and `per_sample`.
+    A failed request ends that sample's stages (it is unscored), unless its protocol absorbs it."""
     while True:
         pending: list[tuple[int, list[Request]]] = []
         for i, (s, res) in enumerate(zip(chunk, per_sample, strict=True)):
-            if any(isinstance(r, RequestFailure) for r in res):
+            if blocking_failures(plan, asked[i], res):
                 continue
             nxt = plan.protocol.followup(s, res, plan.ctx)
             if nxt:
@@ -182,4 +223,5 @@ def _followups(plan: TaskPlan, chunk: Sequence[Sample], per_sample: list[list[An
         pos = 0
         for i, reqs in pending:
             per_sample[i].extend(results[pos:pos + len(reqs)])
+            asked[i].extend(reqs)
             pos += len(reqs)

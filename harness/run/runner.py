@@ -31,8 +31,8 @@ from harness.run.config import RunConfig
 from harness.run.execution import ProgressFactory, check_capabilities, execute_task
 from harness.run.folder import RunFolder, SampleLog
 from harness.run.planning import TaskPlan, plan_run
-from harness.run.records import ModelInfo, RunRecord, environment, git_commit, this_process
-from harness.types import ModelBackend
+from harness.run.records import ModelInfo, RunRecord, TaskResult, environment, git_commit, this_process
+from harness.types import ModelBackend, stable_hash
 
 __all__ = ["ProgressFactory", "Runner", "new_record", "open_aux_models"]
 
@@ -72,19 +72,23 @@ def open_aux_models(config: RunConfig, plans: Sequence[TaskPlan], stack: ExitSta
         raise HarnessError(f"auxiliary model(s) {', '.join(unused)} configured, but no task of this run uses them")
     backends: dict[str | None, ModelBackend] = {}
     info: dict[str, Any] = {}
+    opened: dict[str, BackendStack] = {}  # one stack per distinct model spec (a jury may name one model twice)
     for role in sorted(used):
         spec = config.aux_models.get(role)
         if spec is None:  # e.g. a task's `extractor: model` in a run with no extractor model
             raise HarnessError(f"a task of this run uses the {role!r} model, but the run configures none "
                                f"(--{role.replace('_', '-')}-model)")
         inner = (given or {}).get(role)
-        if inner is None:
-            aux = open_stack(spec.backend, spec.model, batch_size=config.batch_size, model_args=spec.model_args,
-                             max_attempts=config.max_attempts, base_delay=base_delay, cache=config.cache)
+        same = stable_hash(spec.model_dump(mode="json"))
+        if inner is None and same in opened:
+            aux = opened[same]
+        elif inner is None:
+            aux = opened[same] = stack.enter_context(open_stack(
+                spec.backend, spec.model, batch_size=config.batch_size, model_args=spec.model_args,
+                max_attempts=config.max_attempts, base_delay=base_delay, cache=config.cache))
         else:
-            aux = wrap(inner, max_attempts=config.max_attempts, base_delay=base_delay, cache=config.cache,
-                       owned=False)
-        stack.enter_context(aux)
+            aux = stack.enter_context(wrap(inner, max_attempts=config.max_attempts, base_delay=base_delay,
+                                           cache=config.cache, owned=False))
         backends[role] = aux.top
         info[role] = {"name": spec.model or "default", "backend": spec.backend,
                       "fingerprint": aux.model.fingerprint(), "args": aux.model.info()}
@@ -144,7 +148,8 @@ class Runner:
                     started = time.monotonic()
                     execute_task(plan, backends, sample_log, chunk_size=self.chunk_size, progress=self.progress)
                     duration = task_seconds(plan, sample_log, time.monotonic() - started)
-                    record.tasks[plan.key] = task_result(plan, sample_log, duration, aux_info)
+                    record.tasks[plan.key] = flag_same_family(task_result(plan, sample_log, duration, aux_info),
+                                                              config.model)
                     if model.cached is not None:
                         record.cache = {"path": str(config.cache), **model.cache_stats()}
                     record.requests = model.request_stats()
@@ -156,6 +161,30 @@ class Runner:
                 folder.write_record(record)
                 raise
         return record
+
+
+def flag_same_family(result: TaskResult, candidate: str | None) -> TaskResult:
+    """A jury's graders (a task's extra "jury" block) of the candidate's model family, flagged
+    in that block (self-preference bias); None / "default" is the embedded default model. A jury
+    that grades stored texts (`judges_the_model` false: e.g. physicians' completions) flags none."""
+    jury = result.extra.get("jury")
+    if not isinstance(jury, dict):
+        return result
+    if not jury.get("judges_the_model", True):
+        return result.model_copy(update={"extra": {**result.extra, "jury": {**jury, "same_family_as_candidate": []}}})
+    from harness.backends.models import DEFAULT_MODEL_NAME
+    from harness.scoring.jury import same_family
+
+    aux = result.extra.get("aux_models") or {}
+    flags = []
+    for role in jury.get("graders", ()):
+        name = (aux.get(role) or {}).get("name") or "default"
+        shared = same_family(DEFAULT_MODEL_NAME if name == "default" else name,
+                             DEFAULT_MODEL_NAME if candidate in (None, "default") else str(candidate))
+        if shared:
+            flags.append({"grader": role, "model": name, "families": list(shared)})
+    extra = {**result.extra, "jury": {**jury, "same_family_as_candidate": flags}}
+    return result.model_copy(update={"extra": extra})
 
 
 def task_seconds(plan: TaskPlan, sample_log: SampleLog, session: float) -> float:

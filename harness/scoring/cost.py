@@ -112,7 +112,8 @@ class RoleUsage:
 
 def run_usage(record: Mapping[str, Any], samples: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[RoleUsage]:
     """Per task and model role, the tokens its samples record (score.metadata.tokens: role ->
-    [prompt, completion], written by protocols that know them, e.g. `rubric`; counted whether or
+    [prompt, completion], written for every generation request by harness.run.execution, or by the
+    protocol itself (`rubric` counts its graders); counted whether or
     not the request cache served them, so it is the cost of the run from scratch). `record` is a
     run.json as a dict; `samples` task key -> sample id -> samples.jsonl entry. The model of role
     "candidate" is the record's model; any other role's is the task's aux_models entry."""

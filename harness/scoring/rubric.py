@@ -12,7 +12,8 @@ averaged over the examples that carry it.
 Beyond upstream: a grader reply that did not parse leaves its item *ungraded* (`met=None`). Such
 an example is unscored, or, with `partial=True`, scored on its graded items only; it is never
 read as "not met". An optional length-adjusted score (HealthBench Professional) is reported
-beside the plain one.
+beside the plain one. A jury of graders scores an example by the mean of its graders' scores
+(`jury_example`).
 
 Pure: no I/O; stdlib, numpy, harness.errors only.
 """
@@ -144,6 +145,34 @@ def score_example(items: Sequence[RubricItem], met: Sequence[bool | None], examp
         if value is not None:  # upstream drops a tag without positive points
             tags[tag] = value
     return result(overall, tags)
+
+
+def jury_example(graders: Mapping[str, ExampleScore], *, partial: bool = False) -> ExampleScore:
+    """One example scored by a jury of graders (name -> that grader's ExampleScore of it): the mean
+    of the graders' scores. Each grader's score is linear in its decisions over the same positive
+    points, so with every item graded this is the score of the mean decision per item. Without
+    `partial`, an example any grader left unscored is unscored (its reason names the grader);
+    with it, the mean over the graders that scored it. A tag takes the mean of the graders that
+    have a value for it. Counts (items, ungraded) are summed over graders: item decisions."""
+    if not graders:
+        raise ValueError("a jury needs at least one grader")
+    first = next(iter(graders.values()))
+    scored = {name: ex for name, ex in graders.items() if ex.score is not None}
+    unscored = [f"{name}: {ex.reason or 'unscored'}" for name, ex in graders.items() if ex.score is None]
+
+    def result(score: float | None, tag_scores: Mapping[str, float], reason: str | None) -> ExampleScore:
+        return ExampleScore(score, tag_scores, sum(ex.n_items for ex in graders.values()),
+                            sum(ex.n_ungraded for ex in graders.values()), reason, first.example_tags,
+                            first.item_tags, first.response_chars)
+
+    if not scored or (unscored and not partial):
+        return result(None, {}, "; ".join(unscored))
+    tags: dict[str, float] = {}
+    for tag in dict.fromkeys(t for ex in scored.values() for t in ex.tag_scores):
+        values = [ex.tag_scores[tag] for ex in scored.values() if tag in ex.tag_scores]
+        tags[tag] = math.fsum(values) / len(values)
+    score = math.fsum(ex.score for ex in scored.values() if ex.score is not None) / len(scored)
+    return result(score, tags, None)
 
 
 def tag_value(ex: ExampleScore, tag: str) -> tuple[bool, float | None]:
