@@ -4,13 +4,14 @@ names the file, the key and the bad value."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessError
 
 
 class StrictModel(BaseModel):
@@ -50,3 +51,13 @@ def read_yaml(path: Path) -> Any:
         raise ConfigError(f"{where}invalid YAML: {problem}", file=str(path)) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", file=str(path)) from None
+
+
+def read_json(path: Path) -> Any:
+    """json.loads of a whole file, with errors that name the file and line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{path}: cannot read: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None

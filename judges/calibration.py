@@ -10,7 +10,6 @@ per study, in Markdown and JSON.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any, Literal, cast
 
 from harness.errors import HarnessError
 from harness.registry import Registry
+from harness.schema import read_json
 from harness.scoring.intervals import MetricValue
 from harness.types import stable_hash
 from judges.agreement import JudgeRow, judge_row, krippendorff_alpha, prefer_longer
@@ -103,10 +103,7 @@ def load_dataset(name: str, data_dir: Path,
     if not path.is_file():
         raise HarnessError(f"calibration data {name!r} not found at {path} (pass --data-dir, the folder that "
                            "holds judge_calibration/)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise HarnessError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    data = read_json(path)
     items = _read_items(ds, data, path)
     return ds, items[:limit] if limit is not None else items
 
@@ -197,6 +194,38 @@ def calibrate(dataset: str, data_dir: Path, judge: PairJudge | None, *, limit: i
               progress: Progress | None = None) -> CalibrationReport:
     ds, items = load_dataset(dataset, data_dir, limit)
     return run_study(ds, items, judge, seed=seed, progress=progress)
+
+
+def calibration_results(report: CalibrationReport, settings: dict[str, Any], source: str | None = None) -> list[Any]:
+    """The judge's headline numbers as a generic result of kind "calibration" for the results
+    store, keyed by the judge fingerprint (the one its pointwise / pairwise / ranking results
+    record as details.judge_fingerprint) and the study's data and settings; [] for a
+    baselines-only study (no judge to calibrate)."""
+    from leaderboard.calibration import CALIBRATION
+    from leaderboard.entries import GenericResult
+
+    info = report.judge_info
+    if info is None or not report.rows or report.rows[0].baseline or not info.get("model"):
+        return []
+    row, m = report.rows[0], report.rows[0].agreement
+    details = {
+        "study": "pairwise", "dataset": report.dataset.name, "description": report.dataset.description,
+        "file": report.dataset.path, "data_fingerprint": report.data_fingerprint, "n_items": len(report.items),
+        "judge_fingerprint": info["fingerprint"], "grader_fingerprint": info["fingerprint"],
+        "model_fingerprint": info["model"], "model_label": info.get("model_label"), "prompt": info.get("prompt"),
+        "parser": info.get("parser"), "generation": info.get("generation"),
+        "agreement": m.value, "agreement_ci": [m.ci_low, m.ci_high], "ci_method": m.ci_method,
+        "agreement_no_ties": row.agreement_no_ties.value, "agreement_per_order": row.agreement_per_order.value,
+        "kappa": row.kappa, "alpha": row.alpha, "consistency": row.consistency.value,
+        "prefer_first": row.prefer_first.value, "n_unscored": row.n_unscored, "settings": settings,
+    }
+    return [GenericResult(
+        kind=CALIBRATION, name=report.dataset.name, model_name=str(info.get("model_label")),
+        model_fingerprint=str(info["model"]),
+        fingerprint=stable_hash([info["fingerprint"], report.data_fingerprint, settings]),
+        value=m.value, ci=(m.ci_low, m.ci_high), n=m.n_scored, n_unscored=m.n_unscored, source=source,
+        details=details,
+    )]
 
 
 def default_output(report: CalibrationReport) -> Path:

@@ -91,18 +91,31 @@ def rank(runs: Sequence[Path], config: JudgeConfig, *, prompt: str | Path = "pai
             + (_store(store, pair_results) if store else ""))
 
 
+def _store_study(store: str | None, results: Sequence[GenericResult]) -> str:
+    """--store for a calibration study: its grader's numbers (kind "calibration"), or why not."""
+    if not store:
+        return ""
+    if not results:
+        return ("store: nothing stored: a baselines-only study has no judge or grader whose results the "
+                "leaderboard could show it beside\n")
+    return _store(store, results)
+
+
 def calibrate(dataset: str, data_dir: Path, config: JudgeConfig | None, *, prompt: str | Path | None = None,
               limit: int | None = None, seed: int = 0, output: Path | None = None,
-              progress: ProgressFactory | None = None) -> str:
+              progress: ProgressFactory | None = None, store: str | None = None) -> str:
     """config None: the baselines alone (no model). `prompt` None: the study's default (pairwise,
-    or the rubric grader for the HealthBench meta-evaluation)."""
+    or the rubric grader for the HealthBench meta-evaluation). `store`: also store the judge's
+    (grader's) headline numbers in that results store (kind "calibration"), where the leaderboard
+    shows them beside every result of the same judge fingerprint; a baselines-only study stores
+    nothing."""
     from judges.healthbench_rows import META_DATASETS
 
     if dataset in META_DATASETS:
         return calibrate_rubric_grader(dataset, data_dir, config, prompt=prompt, limit=limit, seed=seed,
-                                       output=output, progress=progress)
+                                       output=output, progress=progress, store=store)
     from judges.calibration import calibrate as study
-    from judges.calibration import load_dataset, write_calibration
+    from judges.calibration import calibration_results, load_dataset, write_calibration
 
     if config is None:
         report = study(dataset, data_dir, None, limit=limit, seed=seed)
@@ -111,15 +124,19 @@ def calibrate(dataset: str, data_dir: Path, config: JudgeConfig | None, *, promp
         with Judge.create(config, prompt or "pairwise") as judge, _bar(progress, f"judge {dataset}", 2 * n) as tick:
             report = study(dataset, data_dir, LLMPairJudge(judge), limit=limit, seed=seed, progress=tick)
     folder = write_calibration(report, output)
-    return report.markdown() + f"\nwritten: {folder / 'calibration.md'}, {folder / 'calibration.json'}\n"
+    settings = {"limit": limit, "seed": seed, "prompt": None if prompt is None else str(prompt)}
+    results = calibration_results(report, settings, str((folder / "calibration.json").resolve()))
+    return (report.markdown() + f"\nwritten: {folder / 'calibration.md'}, {folder / 'calibration.json'}\n"
+            + _store_study(store, results))
 
 
 def calibrate_rubric_grader(dataset: str, data_dir: Path, config: JudgeConfig | None, *,
                             prompt: str | Path | None = None, limit: int | None = None, seed: int = 0,
-                            output: Path | None = None, progress: ProgressFactory | None = None) -> str:
+                            output: Path | None = None, progress: ProgressFactory | None = None,
+                            store: str | None = None) -> str:
     """A rubric grader (the config's model with a grader prompt) against HealthBench's physicians;
-    with config None, the baselines and the physician ceiling alone."""
-    from judges.healthbench_meta import run_meta_study, write_meta
+    with config None, the baselines and the physician ceiling alone. `store`: as `calibrate`."""
+    from judges.healthbench_meta import calibration_results, run_meta_study, write_meta
     from judges.healthbench_rows import load_meta
     from judges.rubric_grader import LLMRubricGrader, load_grader_prompt
 
@@ -132,7 +149,10 @@ def calibrate_rubric_grader(dataset: str, data_dir: Path, config: JudgeConfig | 
             report = run_meta_study(ds.name, ds.description, ds.path, rows, grader, seed=seed, progress=tick)
     fp = (report.grader_info or {}).get("fingerprint", "baselines")
     folder = write_meta(report, output or Path("runs") / "calibration" / f"{ds.name}-{fp[:12]}-n{len(rows)}")
-    return report.markdown() + f"\nwritten: {folder / 'calibration.md'}, {folder / 'calibration.json'}\n"
+    settings = {"limit": limit, "seed": seed, "prompt": None if prompt is None else str(prompt)}
+    results = calibration_results(report, settings, str((folder / "calibration.json").resolve()))
+    return (report.markdown() + f"\nwritten: {folder / 'calibration.md'}, {folder / 'calibration.json'}\n"
+            + _store_study(store, results))
 
 
 def rubric_jury(runs: Sequence[Path], configs: Sequence[JudgeConfig], *, prompt: str | Path | None = None,

@@ -300,6 +300,45 @@ def run_meta_study(name: str, description: str, file: str, rows: Sequence[MetaRo
     return MetaReport(name, description, file, list(rows), info, raters, decisions, physician_alpha(rows), seed)
 
 
+def calibration_results(report: MetaReport, settings: dict[str, Any], source: str | None = None) -> list[Any]:
+    """The grader's headline numbers as a generic result of kind "calibration" for the results
+    store: balanced F1 (the value), agreement and Cohen's kappa against the physician majority,
+    the pairwise ones, n, the dataset, the grader's model fingerprint, prompt hash, parser and
+    generation settings (what a rubric task's record keeps of its grader, so the leaderboard can
+    match the two) and the study's settings. [] for a baselines-only study or a scripted grader
+    (no model to calibrate)."""
+    from leaderboard.calibration import CALIBRATION
+    from leaderboard.entries import GenericResult
+
+    info = report.grader_info
+    if info is None or not report.raters or report.raters[0].kind != "grader" or not info.get("model"):
+        return []
+    row, ceiling = report.raters[0], report.ceiling()
+    m = row.majority_agreement
+    details = {
+        "study": "healthbench_meta", "dataset": report.name, "description": report.description, "file": report.file,
+        "data_fingerprint": report.data_fingerprint, "n_items": len(report.rows),
+        "judge_fingerprint": info["fingerprint"], "grader_fingerprint": info["fingerprint"],
+        "model_fingerprint": info["model"], "model_label": info.get("model_label"), "prompt": info.get("prompt"),
+        "parser": info.get("parser"), "generation": info.get("generation"),
+        "balanced_f1": row.pairwise.f1_balanced, "f1_met": row.pairwise.f1_pos, "f1_not_met": row.pairwise.f1_neg,
+        "pairwise_agreement": row.pairwise.agreement, "pairwise_kappa": row.pairwise_kappa,
+        "agreement": m.value, "agreement_ci": [m.ci_low, m.ci_high], "agreement_n": m.n_scored,
+        "kappa": row.majority_kappa, "n_no_majority": row.n_no_majority, "n_ungraded": row.n_ungraded,
+        "by_category_balanced_f1": dict(row.by_category),
+        "physician_ceiling": {"balanced_f1": ceiling.pairwise.f1_balanced, "kappa": ceiling.majority_kappa,
+                              "n_labels": ceiling.n},
+        "settings": settings,  # not the token usage: a rerun served by the request cache is the same study
+    }
+    return [GenericResult(
+        kind=CALIBRATION, name=report.name, model_name=str(info.get("model_label")),
+        model_fingerprint=str(info["model"]),
+        fingerprint=stable_hash([info["fingerprint"], report.data_fingerprint, settings]),
+        value=row.pairwise.f1_balanced, n=row.n - row.n_ungraded, n_unscored=row.n_ungraded, source=source,
+        details=details,
+    )]
+
+
 def write_meta(report: MetaReport, folder: Path) -> Path:
     """calibration.md, calibration.json and the grader's per-row decisions (items.jsonl)."""
     write_json(folder / "calibration.json", report.to_json())

@@ -92,6 +92,12 @@ class StoredTaskResult:
     language: str
     n_samples: int
     metrics: dict[str, StoredMetric] = field(default_factory=dict)
+    # the task record's `extra` (grader prompt, aux model fingerprints, ...), read from the stored run
+    extra: dict[str, Any] = field(default_factory=dict)
+    # USD for the task's recorded tokens (cost.json or `import --price-table`); None: unpriced
+    cost_usd: float | None = None
+    # how cost_usd was computed (roles, tokens, price table); None: nothing was priced
+    cost: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ class ImportOutcome:
     model_name: str
     added: bool
     n_tasks: int
+    n_costs: int = 0  # task results whose cost was stored by this import
 
 
 def run_key(record: RunRecord) -> str:

@@ -9,7 +9,8 @@ from dataclasses import asdict
 from typing import Any
 
 from harness.scoring.intervals import format_value_ci
-from leaderboard.rankings import PROMPTED, Leaderboard
+from leaderboard.cost import format_usd
+from leaderboard.rankings import PROMPTED, Cell, Leaderboard
 
 FORMATS = ("table", "md", "csv", "json")
 
@@ -20,6 +21,15 @@ def _num(value: float | None) -> str:
 
 def _with_ci(value: float | None, low: float | None, high: float | None) -> str:
     return format_value_ci(value, low, high)
+
+
+def _cell_text(cell: Cell | None, with_cost: bool) -> str:
+    """A task cell: the main metric with its CI, then (when the board holds priced results) its
+    cost beside it, "—" when unpriced."""
+    if cell is None:
+        return "-"
+    text = _with_ci(cell.value, cell.ci_low, cell.ci_high)
+    return f"{text} · {format_usd(cell.cost_usd)}" if with_cost else text
 
 
 def _grid(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
@@ -36,10 +46,16 @@ def _grid(lb: Leaderboard) -> tuple[list[str], list[list[str]]]:
                  for m in lb.average_metrics]
         for c in lb.columns:
             cell = row.cells.get(c.key)
-            line.append(_with_ci(cell.value, cell.ci_low, cell.ci_high) if cell else "-")
+            text = _cell_text(cell, lb.has_costs)
+            if cell is not None and cell.grader_agreement is not None:
+                text += f" · grader agreement: {cell.grader_agreement}"
+            line.append(text)
         for e in lb.extra_columns:
             res = row.extras.get(e.key)
-            line.append(_with_ci(res.value, res.ci[0], res.ci[1]) if res else "-")
+            text = _with_ci(res.value, res.ci[0], res.ci[1]) if res else "-"
+            if e.key in row.judge_agreement:
+                text += f" · judge agreement: {row.judge_agreement[e.key]}"
+            line.append(text)
         rows.append(line)
     return header, rows
 
@@ -58,10 +74,15 @@ def to_table(lb: Leaderboard) -> str:
     for c in lb.columns:
         cells = [r.cells.get(c.key) for r in lb.rows]
         body.append([c.label + ("" if c.comparable else " *"), c.tag, c.main_metric,
-                     *(_with_ci(x.value, x.ci_low, x.ci_high) if x else "-" for x in cells)])
+                     *(_cell_text(x, lb.has_costs) for x in cells)])
+        if any(x is not None and x.grader_agreement is not None for x in cells):  # a rubric task
+            body.append(["  grader agreement", "", "", *(
+                (x.grader_agreement or "-") if x is not None else "-" for x in cells)])
     for e in lb.extra_columns:
         extras = [r.extras.get(e.key) for r in lb.rows]
         body.append([e.label, e.kind, e.name, *(_with_ci(x.value, x.ci[0], x.ci[1]) if x else "-" for x in extras)])
+        if any(e.key in r.judge_agreement for r in lb.rows):  # a judge's result
+            body.append(["  judge agreement", "", "", *(r.judge_agreement.get(e.key, "-") for r in lb.rows)])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
            "  ".join("-" * w for w in widths)]
@@ -69,6 +90,8 @@ def to_table(lb: Leaderboard) -> str:
     if lb.apart_columns:
         out.append("* shown apart: not run by every model, or run with another task fingerprint; "
                    "not in the averages")
+    if lb.has_costs:
+        out.append("· $...: cost in USD of the task's recorded tokens (cost.json or --price-table); · —: unpriced")
     if any(c.regime != PROMPTED for c in lb.columns):
         out.append("sft+...: fine-tuned on the task's own train split (--protocol sft); averaged only with "
                    "other sft results")
@@ -90,7 +113,7 @@ def to_markdown(lb: Leaderboard) -> str:
 
 CSV_FIELDS = ["model", "model_fingerprint", "column", "task", "task_key", "protocol", "n_shot",
               "task_fingerprint", "metric", "value", "ci_low", "ci_high", "n_scored", "n_unscored",
-              "comparable", "run_id"]
+              "comparable", "run_id", "cost_usd", "human_agreement"]
 
 
 def to_csv(lb: Leaderboard) -> str:
@@ -114,6 +137,7 @@ def to_csv(lb: Leaderboard) -> str:
                 "n_shot": c.n_shot, "task_fingerprint": c.task_fingerprint, "metric": cell.metric,
                 "value": cell.value, "ci_low": cell.ci_low, "ci_high": cell.ci_high, "n_scored": cell.n_scored,
                 "n_unscored": cell.n_unscored, "comparable": c.comparable, "run_id": cell.run_id,
+                "cost_usd": cell.cost_usd, "human_agreement": cell.grader_agreement,
             })
         for e in lb.extra_columns:
             res = row.extras.get(e.key)
@@ -122,7 +146,8 @@ def to_csv(lb: Leaderboard) -> str:
             writer.writerow({**base, "column": e.key, "task": e.kind, "protocol": e.kind,
                              "task_fingerprint": e.fingerprint, "metric": e.name, "value": res.value,
                              "ci_low": res.ci[0], "ci_high": res.ci[1], "n_scored": res.n,
-                             "n_unscored": res.n_unscored, "comparable": False})
+                             "n_unscored": res.n_unscored, "comparable": False,
+                             "human_agreement": row.judge_agreement.get(e.key)})
     return buf.getvalue()
 
 
@@ -132,6 +157,7 @@ def to_json_data(lb: Leaderboard) -> dict[str, Any]:
         col["tag"] = src.tag
     for row, src_row in zip(data["rows"], lb.rows, strict=True):
         row["extras"] = {k: v.model_dump(mode="json") for k, v in src_row.extras.items()}
+    data["calibrations"] = [g.model_dump(mode="json") for g in lb.calibrations]
     return data
 
 

@@ -9,6 +9,11 @@ lacks is shown apart and left out of the average, so every row averages the same
 Results of a model fine-tuned on the task's own train split (`--protocol sft`, protocol tag
 `sft+...`) are another evaluation regime: their columns come after the zero-/few-shot ones and
 have their own macro average ("accuracy (sft)"), never mixed with the zero-/few-shot average.
+
+Every rubric-graded task cell and every judge result carries its grader's (judge's) measured
+agreement with humans, from a stored calibration study of the same grader fingerprint and
+prompt hash, or "not calibrated" (leaderboard.calibration); every task cell carries its cost in
+USD where it was priced (None, shown "—", where not). Calibration studies are not columns.
 """
 
 from __future__ import annotations
@@ -23,6 +28,16 @@ from harness.errors import HarnessError
 from harness.protocols.sft import is_sft
 from harness.scoring.metrics import METRICS
 from harness.types import stable_hash
+from leaderboard.calibration import (
+    CALIBRATION,
+    HUMAN_AGREEMENT,
+    GraderIdentity,
+    agreement_text,
+    graders_agreement,
+    graders_of_task,
+    is_judge_result,
+    study_for_judge,
+)
 from leaderboard.store import GenericResult, Store, StoredRun, StoredTaskResult
 
 # The pointwise judge dimensions, in the order the radar chart draws them.
@@ -83,6 +98,13 @@ class Cell:
     run_path: str | None
     task_version: int
     data_source: str
+    # USD of the task's recorded tokens; None: unpriced (shown "—", never 0)
+    cost_usd: float | None = None
+    # rubric tasks: what the record says of the grader, and its measured agreement with humans
+    # ("F1 0.72, κ 0.44 (healthbench_meta, n=120)" or "not calibrated"); None for other tasks
+    graders: tuple[GraderIdentity, ...] = ()  # a jury has several
+    grader_agreement: str | None = None
+    grader_calibrated: bool = False  # every grader has a matching calibration study
 
 
 @dataclass(frozen=True)
@@ -142,6 +164,8 @@ class ModelRow:
     cells: dict[str, Cell] = field(default_factory=dict)
     averages: dict[str, Average] = field(default_factory=dict)
     extras: dict[str, GenericResult] = field(default_factory=dict)
+    # per judge result (extra column key): its judge's agreement with humans, or "not calibrated"
+    judge_agreement: dict[str, str] = field(default_factory=dict)
     runs: list[StoredRun] = field(default_factory=list)
 
     def judge_dimensions(self) -> dict[str, GenericResult]:
@@ -163,6 +187,13 @@ class Leaderboard:
     rows: list[ModelRow]
     average_metrics: list[str]
     generated_at: str
+    # calibration studies of judges and graders (kind "calibration"): not columns of their own
+    calibrations: list[GenericResult] = field(default_factory=list)
+
+    @property
+    def has_costs(self) -> bool:
+        """Whether any task result is priced (then every task cell shows its cost, "—" if unpriced)."""
+        return any(c.cost_usd is not None for r in self.rows for c in r.cells.values())
 
     @property
     def comparable_columns(self) -> list[TaskColumn]:
@@ -227,6 +258,9 @@ def _average(metric: str, cells: Sequence[Cell], regime_name: str = PROMPTED) ->
 def build_leaderboard(
     task_results: Sequence[StoredTaskResult], generic: Sequence[GenericResult] = (), *, now: str | None = None
 ) -> Leaderboard:
+    studies = [g for g in generic if g.kind == CALIBRATION]
+    agreements = [*studies, *(g for g in generic if g.kind == HUMAN_AGREEMENT)]
+    generic = [g for g in generic if g.kind != CALIBRATION]
     latest = _latest(task_results)
     rows: dict[str, ModelRow] = {}
     for res in sorted(latest.values(), key=lambda r: r.run.imported_at):
@@ -261,12 +295,15 @@ def build_leaderboard(
         columns.append(col)
         for res in results:
             m = res.metrics.get(res.main_metric)
+            graders = graders_of_task(res.extra)
+            agreement, calibrated = graders_agreement(graders, studies) if graders else (None, False)
             rows[res.run.model_fingerprint].cells[col.key] = Cell(
                 value=m.value if m else None, ci_low=m.ci_low if m else None, ci_high=m.ci_high if m else None,
                 n_scored=m.n_scored if m else 0, n_unscored=m.n_unscored if m else 0,
                 ci_method=m.ci_method if m else "none", metric=res.main_metric, tag=col.tag,
                 run_id=res.run.run_id, run_key=res.run.run_key, run_path=res.run.run_path,
-                task_version=res.task_version, data_source=res.data_source,
+                task_version=res.task_version, data_source=res.data_source, cost_usd=res.cost_usd,
+                graders=graders, grader_agreement=agreement, grader_calibrated=calibrated,
             )
 
     # Generic results (judges): one column per (kind, name, fingerprint); models judged but
@@ -287,6 +324,8 @@ def build_leaderboard(
             )
         row = rows.setdefault(g.model_fingerprint, ModelRow(g.model_fingerprint, g.model_name, "-"))
         row.extras[extra_keys[key].key] = g
+        if is_judge_result(g):
+            row.judge_agreement[extra_keys[key].key] = agreement_text(study_for_judge(g, agreements))
     order = {d: i for i, d in enumerate(JUDGE_DIMENSIONS)}
     extra_columns = sorted(extra_keys.values(), key=lambda c: (c.kind != BRADLEY_TERRY, c.kind,
                                                                order.get(c.name, 99), c.name, c.fingerprint))
@@ -322,6 +361,7 @@ def build_leaderboard(
     return Leaderboard(
         columns=columns, extra_columns=extra_columns, rows=sorted(rows.values(), key=sort_key),
         average_metrics=average_metrics, generated_at=now or datetime.now(UTC).isoformat(timespec="seconds"),
+        calibrations=sorted(studies, key=lambda g: (g.created_at, g.key)),
     )
 
 

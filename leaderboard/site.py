@@ -1,6 +1,7 @@
 """Static leaderboard site: index (sortable, filterable ranking), one page per model (task
-details, CI bars, judge radar, the history of its main metrics across runs, example answers,
-judge results with each judge's measured agreement with humans), case-study pages (every
+details with each task's cost and each rubric grader's measured agreement with humans, CI
+bars, judge radar, the history of its main metrics across runs, example answers, judge results
+with each judge's measured agreement with humans), case-study pages (every
 model's answer to one question side by side), leaderboard.json. No network at view time: the
 CSS and JS are copied next to the pages, the plots are inline SVG computed here.
 
@@ -22,7 +23,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from harness.errors import HarnessError
 from harness.run.folder import RunFolder
+from leaderboard.calibration import HUMAN_AGREEMENT, agreement_text, study_for_judge
 from leaderboard.casestudy import case_studies, index_rows
+from leaderboard.cost import format_usd
 from leaderboard.entries import GenericResult, StoredTaskResult
 from leaderboard.export import to_json
 from leaderboard.history import model_history
@@ -35,7 +38,6 @@ from leaderboard.rankings import (
 )
 
 ASSETS = ("style.css", "app.js")
-HUMAN_AGREEMENT = "judge_human_agreement"  # judges.human.calibrate.JUDGE_HUMAN_AGREEMENT
 EXAMPLES_PER_TASK = 3
 PROMPT_CHARS = 1200
 BAR_WIDTH = 120
@@ -159,22 +161,22 @@ def examples(row: ModelRow, columns: Sequence[TaskColumn]) -> dict[str, dict[str
 
 
 def _environment() -> Environment:
-    return Environment(
+    env = Environment(
         loader=PackageLoader("leaderboard", "templates"), autoescape=True, undefined=StrictUndefined,
         trim_blocks=True, lstrip_blocks=True,
     )
+    env.filters["usd"] = format_usd
+    return env
 
 
 def human_calibration(result: GenericResult, lb: Leaderboard) -> GenericResult | None:
-    """The agreement with human labels (kind judge_human_agreement) measured for the judge that
-    produced `result`: the same judge fingerprint, else the same judge model; None: not
-    calibrated. The most recent measurement counts."""
-    if not result.kind.startswith("judge_") or result.kind == HUMAN_AGREEMENT:
-        return None
-    jfp, model = result.details.get("judge_fingerprint"), result.details.get("judge_model")
-    found = [g for r in lb.rows for g in r.extras.values() if g.kind == HUMAN_AGREEMENT and (
-        (jfp and g.details.get("judge_fingerprint") == jfp) or (model and g.model_name == model))]
-    return max(found, key=lambda g: g.created_at) if found else None
+    """The agreement with human labels measured for the judge that produced `result`: a
+    calibration study (kind "calibration", `harness judge calibrate --dataset ... --store`) or a
+    campaign's agreement (kind judge_human_agreement) with the same judge fingerprint, which
+    hashes the judge's model, prompt text, parser and settings (the same judge model with
+    another prompt is not calibrated); None: not calibrated."""
+    campaigns = [g for r in lb.rows for g in r.extras.values() if g.kind == HUMAN_AGREEMENT]
+    return study_for_judge(result, [*lb.calibrations, *campaigns])
 
 
 def build_site(lb: Leaderboard, out_dir: Path, *, history: Sequence[StoredTaskResult] = ()) -> SiteOutput:
@@ -206,7 +208,8 @@ def build_site(lb: Leaderboard, out_dir: Path, *, history: Sequence[StoredTaskRe
 
     studies = case_studies(lb, _prompt_text, _target_text)
     common = {"lb": lb, "bar": bar, "ci_bar": ci_bar, "domains": domains, "examples_per_task": EXAMPLES_PER_TASK,
-              "case_studies": index_rows(studies), "calibration": lambda r: human_calibration(r, lb)}
+              "case_studies": index_rows(studies), "calibration": lambda r: human_calibration(r, lb),
+              "agreement_text": agreement_text}
     index = out_dir / "index.html"
     index.write_text(env.get_template("index.html").render(**common, root=""), encoding="utf-8")
     (out_dir / "case-study" / "index.html").write_text(env.get_template("case_index.html").render(

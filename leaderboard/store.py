@@ -4,7 +4,8 @@ dimensions, Bradley–Terry ratings, ...) in SQLite (the default) or any SQLAlch
 Records are immutable and keyed by fingerprints: a run by its run id and model fingerprint, a
 task result by that plus the task key and task fingerprint. Importing the same run twice is a
 no-op; a different record under a stored key is refused. Per-sample outcomes stay in the run
-folder; the store keeps its path.
+folder; the store keeps its path. A task result keeps its cost in USD where the run was priced
+(leaderboard.cost; NULL where not), added to a stored run that had none, never changed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from harness.errors import HarnessError
 from harness.run.folder import RunFolder
 from harness.run.records import RunRecord, read_record
+from harness.schema import read_json
+from harness.scoring.cost import PriceTable
+from leaderboard.cost import task_costs
 from leaderboard.entries import (
     GenericResult,
     ImportOutcome,
@@ -69,9 +74,22 @@ def _add_missing_columns(conn: Connection) -> None:
     """Columns added to a table after stores were made (nullable, so old rows read as unknown)."""
     from sqlalchemy import inspect
 
-    have = {c["name"] for c in inspect(conn).get_columns("metrics")}
-    if "higher_is_better" not in have:
-        conn.exec_driver_sql("ALTER TABLE metrics ADD COLUMN higher_is_better BOOLEAN")
+    added = {"metrics": {"higher_is_better": "BOOLEAN"},
+             "task_results": {"cost_usd": "FLOAT", "cost": "TEXT"}}
+    for table, columns in added.items():
+        have = {c["name"] for c in inspect(conn).get_columns(table)}
+        for name, sql_type in columns.items():
+            if name not in have:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {name} {sql_type}")
+
+
+def _task_extras(record_json: str) -> dict[str, dict[str, Any]]:
+    """task key -> the task's `extra` in a stored run record (grader prompt, aux models, ...)."""
+    try:
+        tasks = json.loads(record_json).get("tasks") or {}
+    except (json.JSONDecodeError, AttributeError):
+        return {}
+    return {k: dict(t.get("extra") or {}) for k, t in tasks.items() if isinstance(t, dict)}
 
 
 def store_url(url_or_path: str | Path) -> str:
@@ -151,13 +169,17 @@ class Store:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def import_run(self, path: Path) -> ImportOutcome:
-        """Store a finished run (a folder or its run.json). Returns whether it was new."""
+    def import_run(self, path: Path, price_table: PriceTable | None = None) -> ImportOutcome:
+        """Store a finished run (a folder or its run.json). Returns whether it was new. Each task's
+        cost comes from the run's cost.json, else from its samples' tokens priced with
+        `price_table` (leaderboard.cost); a run stored before it had a cost gets it now (a stored
+        cost is never changed)."""
         folder = RunFolder(path).path
         record = read_record(folder)
         if record.status != "finished":
             raise HarnessError(f"{folder / 'run.json'}: run status is {record.status!r}; only finished runs are stored")
         rkey, chash = run_key(record), content_hash(record)
+        costs = task_costs(folder, record.model_dump(mode="json"), price_table)
         outcome = ImportOutcome(str(folder), rkey, record.run_id, record.model.name, False, len(record.tasks))
         for _ in range(2):  # a concurrent import of the same run can win the insert race once
             existing = self._run_content(rkey)
@@ -167,13 +189,13 @@ class Store:
                         f"{folder / 'run.json'}: run {record.run_id} is already stored with different "
                         "results; stored records are immutable (write the new run to a new folder)"
                     )
-                return outcome
+                return replace(outcome, n_costs=self._fill_costs(record, rkey, costs))
             try:
                 with self.transaction() as conn:
-                    self._insert_run(conn, record, rkey, chash, folder)
+                    n_costs = self._insert_run(conn, record, rkey, chash, folder, costs)
             except IntegrityError:
                 continue
-            return ImportOutcome(outcome.path, rkey, record.run_id, record.model.name, True, len(record.tasks))
+            return replace(outcome, added=True, n_costs=n_costs)
         raise HarnessError(f"{folder}: could not store run {record.run_id}")  # pragma: no cover
 
     def _run_content(self, rkey: str) -> str | None:
@@ -183,7 +205,25 @@ class Store:
             ).scalar()
         return value
 
-    def _insert_run(self, conn: Connection, record: RunRecord, rkey: str, chash: str, folder: Path) -> None:
+    def _fill_costs(self, record: RunRecord, rkey: str, costs: dict[str, dict[str, Any]]) -> int:
+        """Costs for the stored task results of a run that have none yet; how many were filled."""
+        filled = 0
+        if not any(c["usd"] is not None for c in costs.values()):
+            return 0
+        with self.transaction() as conn:
+            for task_key, res in record.tasks.items():
+                cost = costs.get(task_key)
+                if cost is None or cost["usd"] is None:
+                    continue
+                tkey = task_result_key(rkey, task_key, res.task_fingerprint)
+                done = conn.execute(task_results_table.update().where(
+                    (task_results_table.c.result_key == tkey) & task_results_table.c.cost_usd.is_(None)
+                ).values(cost_usd=cost["usd"], cost=json.dumps(cost, sort_keys=True)))
+                filled += done.rowcount or 0
+        return filled
+
+    def _insert_run(self, conn: Connection, record: RunRecord, rkey: str, chash: str, folder: Path,
+                    costs: dict[str, dict[str, Any]]) -> int:
         conn.execute(runs_table.insert().values(
             run_key=rkey, run_id=record.run_id, content_hash=chash, model_name=record.model.name,
             model_backend=record.model.backend, model_fingerprint=record.model.fingerprint,
@@ -191,17 +231,24 @@ class Store:
             harness_version=record.harness_version, git_commit=record.git_commit,
             run_path=str(folder.resolve()), record=record.model_dump_json(), imported_at=_now(),
         ))
+        n_costs = 0
         for task_key, res in record.tasks.items():
             if not _scored_any(res.metrics.get(res.main_metric)):  # n = 0 is no result: never shown
                 log.warning("run %s, task %s: nothing was scored (n = 0); not stored as a result",
                             record.run_id, task_key)
                 continue
             tkey = task_result_key(rkey, task_key, res.task_fingerprint)
+            cost = costs.get(task_key)
+            priced = cost is not None and cost["usd"] is not None
+            n_costs += priced
             conn.execute(task_results_table.insert().values(
                 result_key=tkey, run_key=rkey, task_key=task_key, task=res.task,
                 task_version=res.task_version, protocol=res.protocol, n_shot=res.n_shot,
                 task_fingerprint=res.task_fingerprint, main_metric=res.main_metric,
                 data_source=res.data_source, split=res.split, language=res.language, n_samples=res.n_samples,
+                # an unpriced task keeps its token counts (cost) but no USD figure
+                cost_usd=cost["usd"] if priced else None,  # type: ignore[index]
+                cost=json.dumps(cost, sort_keys=True) if cost is not None else None,
             ))
             rows = []
             for name, m in res.metrics.items():
@@ -215,6 +262,7 @@ class Store:
                 ))
             if rows:
                 conn.execute(metrics_table.insert(), rows)
+        return n_costs
 
     def add_results(self, results: Sequence[GenericResult]) -> int:
         """Store generic results; returns how many were new. An identical result already
@@ -254,12 +302,7 @@ class Store:
         return added
 
     def import_results_file(self, path: Path) -> int:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise HarnessError(f"{path}: cannot read: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise HarnessError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+        data = read_json(path)
         try:
             parsed = ResultsFile.model_validate(data)
         except ValidationError as err:
@@ -269,10 +312,10 @@ class Store:
         items = [r if r.source else r.model_copy(update={"source": str(path.resolve())}) for r in parsed.results]
         return self.add_results(items)
 
-    def import_path(self, path: Path) -> ImportOutcome | int:
+    def import_path(self, path: Path, price_table: PriceTable | None = None) -> ImportOutcome | int:
         """A run folder (or run.json) -> ImportOutcome; any other JSON file -> generic results added."""
         if path.is_dir() or path.name == "run.json":
-            return self.import_run(path)
+            return self.import_run(path, price_table)
         if path.is_file():
             return self.import_results_file(path)
         raise HarnessError(f"{path}: no such run folder or results file")
@@ -286,7 +329,10 @@ class Store:
 
     def task_results(self) -> list[StoredTaskResult]:
         with self.engine.connect() as conn:
-            runs = {r["run_key"]: run_from_row(r) for r in conn.execute(select(runs_table)).mappings()}
+            runs, extras = {}, {}
+            for r in conn.execute(select(runs_table)).mappings():
+                runs[r["run_key"]] = run_from_row(r)
+                extras[r["run_key"]] = _task_extras(r["record"])
             metrics: dict[str, dict[str, StoredMetric]] = {}
             for m in conn.execute(select(metrics_table)).mappings():
                 metrics.setdefault(m["result_key"], {})[m["name"]] = StoredMetric(
@@ -301,6 +347,8 @@ class Store:
                 task_fingerprint=r["task_fingerprint"], main_metric=r["main_metric"],
                 data_source=r["data_source"], split=r["split"], language=r["language"],
                 n_samples=r["n_samples"], metrics=metrics.get(r["result_key"], {}),
+                extra=extras[r["run_key"]].get(r["task_key"], {}), cost_usd=r["cost_usd"],
+                cost=json.loads(r["cost"]) if r["cost"] else None,
             )
             for r in rows
         ]

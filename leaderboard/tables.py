@@ -44,6 +44,10 @@ task_results_table = Table(
     Column("split", String(64), nullable=False),
     Column("language", String(16), nullable=False),
     Column("n_samples", Integer, nullable=False),
+    # added later (nullable; NULL = unpriced): USD of the task's recorded tokens, and how it was
+    # priced (JSON: roles, tokens, price table)
+    Column("cost_usd", Float),
+    Column("cost", Text),
 )
 metrics_table = Table(
     "metrics", metadata,

@@ -69,15 +69,19 @@ def cmd_judge_calibrate(args: argparse.Namespace) -> int:
     if args.data_dir is None:
         raise HarnessError("--dataset needs --data-dir (the folder holding judge_calibration/ or healthbench/)")
     print(commands.calibrate(args.dataset, args.data_dir, config, prompt=args.prompt, limit=args.limit,
-                             seed=args.seed, output=args.output,
+                             seed=args.seed, output=args.output, store=args.store,
                              progress=None if args.quiet else progress_bar).rstrip("\n"))
     return 0
 
 
 def cmd_judge_rubric(args: argparse.Namespace) -> int:
+    from harness.cli.model_flags import pair_model_flags
     from judges import commands
 
-    configs = [_judge_config(args, None if m == "default" else m) for m in (args.judge or ["default"])]
+    paired = pair_model_flags(args.judge or ["default"], args.judge_backend, args.judge_args, model_flag="--judge",
+                              backend_flag="--judge-backend", args_flag="--judge-args")
+    configs = [_judge_config(argparse.Namespace(**{**vars(args), "judge_backend": p.backend, "judge_args": p.args}),
+                             None if p.model == "default" else p.model) for p in paired]
     print(commands.rubric_jury([Path(r) for r in args.runs], configs, prompt=args.prompt, tasks=split_list(args.tasks),
                                partial=args.partial_rubrics, output=args.output,
                                progress=None if args.quiet else progress_bar).rstrip("\n"))
@@ -88,12 +92,16 @@ def _add_judge_options(p: argparse.ArgumentParser, many: bool = False) -> None:
     g = p.add_argument_group("judge")
     if many:
         g.add_argument("--judge", action="append", help="a grader model (repeat for a jury; 'default' = the embedded "
-                       "SmolLM2-135M); every grader uses the backend options below")
+                       "SmolLM2-135M); --judge-backend / --judge-args given once apply to every grader, given once "
+                       "per --judge pair with them in order")
+        g.add_argument("--judge-backend", action="append", help="hf, vllm or openai (default: hf); repeatable")
+        g.add_argument("--judge-args", action="append", help="judge backend arguments, e.g. dtype=bfloat16 or "
+                       "extra.repeat_penalty=1.0; repeatable")
     else:
         g.add_argument("--judge", help="judge model: local folder, HF id or server model name (default: embedded "
                        "SmolLM2-135M)")
-    g.add_argument("--judge-backend", default="hf", help="hf, vllm or openai (default: hf)")
-    g.add_argument("--judge-args", help="judge backend arguments, e.g. dtype=bfloat16 or extra.repeat_penalty=1.0")
+        g.add_argument("--judge-backend", default="hf", help="hf, vllm or openai (default: hf)")
+        g.add_argument("--judge-args", help="judge backend arguments, e.g. dtype=bfloat16 or extra.repeat_penalty=1.0")
     g.add_argument("--base-url", help="openai backend: the server, e.g. http://127.0.0.1:8000/v1")
     g.add_argument("--api-key-env", help="openai backend: NAME of the environment variable holding the key")
     g.add_argument("--concurrency", type=int, help="openai backend: requests in flight (default 8)")
@@ -157,7 +165,9 @@ def add_commands(sub: Any) -> None:
     j_cal.add_argument("--data-dir", type=Path,
                        help="folder holding judge_calibration/ (or healthbench/ for the HealthBench studies)")
     j_cal.add_argument("--human-campaign", help="instead of --dataset: the labels of a `harness annotate` campaign")
-    j_cal.add_argument("--store", help="--human-campaign: the results store holding it (default: $HARNESS_STORE)")
+    j_cal.add_argument("--store", help="--dataset: also store the judge's (grader's) agreement in this results store, "
+                       "where the leaderboard shows it beside the judge's results; --human-campaign: the results "
+                       "store holding the campaign (default: $HARNESS_STORE)")
     j_cal.add_argument("--human-criterion", default="overall",
                        help="--human-campaign: the dimension the judge is compared on (default: overall)")
     j_cal.add_argument("--human-role", choices=["expert", "lay"], help="--human-campaign: only these annotators")

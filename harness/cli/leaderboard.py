@@ -10,16 +10,22 @@ from harness.cli.options import store_arg
 
 
 def cmd_leaderboard_import(args: argparse.Namespace) -> int:
+    from harness.scoring.cost import load_price_table
     from leaderboard.store import Store
 
+    table = load_price_table(args.price_table) if args.price_table else None
     with Store(store_arg(args)) as store:
         for path in args.paths:
-            outcome = store.import_path(Path(path))
+            outcome = store.import_path(Path(path), table)
             if isinstance(outcome, int):
                 print(f"{path}: {outcome} new generic result(s)")
             else:
                 state = "added" if outcome.added else "already held (no change)"
-                print(f"{path}: {state}: run {outcome.run_id}, model {outcome.model_name}, {outcome.n_tasks} tasks")
+                if not outcome.added and outcome.n_costs:
+                    state = "already held (cost added)"
+                costs = f", {outcome.n_costs} priced" if outcome.n_costs else ""
+                print(f"{path}: {state}: run {outcome.run_id}, model {outcome.model_name}, "
+                      f"{outcome.n_tasks} tasks{costs}")
     return 0
 
 
@@ -61,6 +67,8 @@ def add_commands(sub: Any) -> None:
     lb_import = board_sub.add_parser("import", help="store finished runs (folders) or judge results (JSON)")
     lb_import.add_argument("paths", nargs="+", help="run folders, run.json files or results JSON files")
     lb_import.add_argument("--store", help=store_help)
+    lb_import.add_argument("--price-table", type=Path, help="price the recorded tokens of runs that have no "
+                           "cost.json (USD per million tokens per model name, as `harness run --price-table`)")
     lb_import.set_defaults(func=cmd_leaderboard_import)
     lb_build = board_sub.add_parser("build", help="write the static leaderboard site")
     lb_build.add_argument("--out", type=Path, required=True, help="folder for the site")

@@ -3,7 +3,6 @@ harness.run.folder.RunFolder) and what it records of the environment."""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -14,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from harness.errors import HarnessError
+from harness.schema import read_json
 
 SCHEMA_VERSION = 1
 
@@ -111,10 +111,7 @@ def read_record(path: Path) -> RunRecord:
         path = path / "run.json"
     if not path.is_file():
         raise HarnessError(f"no run record at {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise HarnessError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    data = read_json(path)
     version = data.get("schema_version") if isinstance(data, dict) else None
     if version != SCHEMA_VERSION:
         raise HarnessError(f"{path}: schema_version {version!r} is not {SCHEMA_VERSION}")
