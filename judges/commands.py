@@ -1,16 +1,20 @@
 """What `harness judge ...` does, as functions a user can also call: build the judge, judge,
-write the files beside the runs, import into the store, and return the text to print."""
+write the files beside the runs, import into the store, and return the text to print (for
+pointwise, pairwise, rank and rubric: a `Judged`, which also carries the tokens per judge model
+and where their cost file goes)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.scoring.cost import RoleUsage
 from judges.judge import Judge, JudgeConfig, Progress
 from judges.pairs import LLMPairJudge
-from judges.results import import_results
+from judges.results import import_results, merge_usage, sidecar, tokens_markdown, write_tokens
 from leaderboard.store import GenericResult
 
 # (description, total) -> a progress bar with update(n) and close(); None = no progress.
@@ -29,6 +33,25 @@ def _bar(factory: ProgressFactory | None, desc: str, total: int) -> Iterator[Pro
         bar.close()
 
 
+@dataclass(frozen=True)
+class Judged:
+    """A judge command's outcome: the text to print, the tokens in and out per judge model
+    (already in `results`' X.tokens.json) and the results file X.json, beside which a priced
+    cost goes (X.cost.json: `harness judge ... --price-table FILE`)."""
+
+    text: str
+    usage: tuple[RoleUsage, ...]
+    results: Path
+
+    @property
+    def cost_path(self) -> Path:
+        return sidecar(self.results, "cost")
+
+
+def _judged(text: str, usage: Sequence[RoleUsage], results: Path) -> Judged:
+    return Judged(text + tokens_markdown(usage) + f"tokens: {sidecar(results, 'tokens')}\n", tuple(usage), results)
+
+
 def _store(store: str | None, results: Sequence[GenericResult]) -> str:
     if not store:
         return ""
@@ -37,7 +60,7 @@ def _store(store: str | None, results: Sequence[GenericResult]) -> str:
 
 
 def pointwise(run: Path, config: JudgeConfig, *, prompt: str | Path = "pointwise", tasks: Sequence[str] = (),
-              reference: bool = False, store: str | None = None, progress: ProgressFactory | None = None) -> str:
+              reference: bool = False, store: str | None = None, progress: ProgressFactory | None = None) -> Judged:
     from judges.pointwise import run_pointwise, write_pointwise
     from judges.runs import load_run
 
@@ -45,11 +68,11 @@ def pointwise(run: Path, config: JudgeConfig, *, prompt: str | Path = "pointwise
     with Judge.create(config, prompt) as judge, _bar(progress, "judge pointwise", len(judged.outputs)) as tick:
         report = run_pointwise(judged, judge, reference=reference, progress=tick)
     path = write_pointwise(report)
-    return report.markdown() + f"\nresults: {path}\n" + _store(store, report.results)
+    return _judged(report.markdown() + f"\nresults: {path}\n" + _store(store, report.results), report.usage, path)
 
 
 def pairwise(run_a: Path, run_b: Path, config: JudgeConfig, *, prompt: str | Path = "pairwise",
-             tasks: Sequence[str] = (), store: str | None = None, progress: ProgressFactory | None = None) -> str:
+             tasks: Sequence[str] = (), store: str | None = None, progress: ProgressFactory | None = None) -> Judged:
     from judges.pairwise import run_pairwise, write_pairwise
     from judges.runs import load_run
 
@@ -57,14 +80,15 @@ def pairwise(run_a: Path, run_b: Path, config: JudgeConfig, *, prompt: str | Pat
     with Judge.create(config, prompt) as judge, _bar(progress, "judge pairwise", 2 * len(a.outputs)) as tick:
         report = run_pairwise(a, b, LLMPairJudge(judge), tick)
     path = write_pairwise(report)
-    return report.markdown() + f"\nresults: {path}\n" + _store(store, report.results)
+    return _judged(report.markdown() + f"\nresults: {path}\n" + _store(store, report.results), report.usage, path)
 
 
 def rank(runs: Sequence[Path], config: JudgeConfig, *, prompt: str | Path = "pairwise", tasks: Sequence[str] = (),
          output: Path | None = None, seed: int = 0, rounds: int = 1000, store: str | None = None,
-         progress: ProgressFactory | None = None, style_control: bool = False) -> str:
+         progress: ProgressFactory | None = None, style_control: bool = False) -> Judged:
     """`style_control`: also fit Bradley–Terry with style covariates (judges.style) on the same
-    battles; raw and controlled ratings and the coefficients go to style_control.{md,json}."""
+    battles; raw and controlled ratings and the coefficients go to style_control.{md,json}. The
+    tokens are the sum over the pairs (each pair's own are in its pairwise-<id>.tokens.json)."""
     from judges.ranking import rank_runs, write_rank
     from judges.runs import load_run
 
@@ -74,6 +98,8 @@ def rank(runs: Sequence[Path], config: JudgeConfig, *, prompt: str | Path = "pai
     with Judge.create(config, prompt) as judge, _bar(progress, "judge battles", total) as tick:
         report = rank_runs(judged, LLMPairJudge(judge), output=output, seed=seed, rounds=rounds, progress=tick)
     path = write_rank(report)
+    usage = merge_usage(u for p in report.pairs for u in p.usage)
+    write_tokens(path, usage)
     pair_results = [r for p in report.pairs for r in p.results]
     styled = ""
     if style_control:
@@ -87,8 +113,8 @@ def rank(runs: Sequence[Path], config: JudgeConfig, *, prompt: str | Path = "pai
         write_json(report.folder / "style_control.json", {**sc.to_json(), "labels": labels})
         (report.folder / "style_control.md").write_text(table.lstrip("\n"), encoding="utf-8")
         styled = table + f"\nstyle control: {report.folder / 'style_control.json'}\n"
-    return (report.markdown() + styled + f"\nresults: {path}\n" + _store(store, report.results)
-            + (_store(store, pair_results) if store else ""))
+    return _judged(report.markdown() + styled + f"\nresults: {path}\n" + _store(store, report.results)
+                   + (_store(store, pair_results) if store else ""), usage, path)
 
 
 def _store_study(store: str | None, results: Sequence[GenericResult]) -> str:
@@ -157,8 +183,9 @@ def calibrate_rubric_grader(dataset: str, data_dir: Path, config: JudgeConfig | 
 
 def rubric_jury(runs: Sequence[Path], configs: Sequence[JudgeConfig], *, prompt: str | Path | None = None,
                 tasks: Sequence[str] = (), partial: bool = False, output: Path | None = None,
-                progress: ProgressFactory | None = None) -> str:
-    """Each config's model grades the runs' stored rubric responses; the jury of them."""
+                progress: ProgressFactory | None = None) -> Judged:
+    """Each config's model grades the runs' stored rubric responses; the jury of them. Tokens
+    per grader model (roles judge, judge_2, ... in the order of `configs`) in jury.tokens.json."""
     from contextlib import ExitStack
 
     from judges.results import write_json
@@ -172,6 +199,7 @@ def rubric_jury(runs: Sequence[Path], configs: Sequence[JudgeConfig], *, prompt:
         with _bar(progress, "grade rubric items", n * len(graders)) as tick:
             jury = jury_grade(runs, graders, tasks=tasks, partial=partial, progress=tick)
     folder = output or Path("runs") / f"jury-{jury.fingerprint[:12]}"
-    write_json(folder / "jury.json", jury.to_json())
+    path = write_json(folder / "jury.json", jury.to_json())
     (folder / "jury.md").write_text(jury.markdown(), encoding="utf-8")
-    return jury.markdown() + f"\nwritten: {folder / 'jury.md'}, {folder / 'jury.json'}\n"
+    write_tokens(path, jury.usage)
+    return _judged(jury.markdown() + f"\nwritten: {folder / 'jury.md'}, {path}\n", jury.usage, path)

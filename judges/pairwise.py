@@ -8,11 +8,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.scoring.cost import RoleUsage
 from harness.types import stable_hash
 from judges.judge import Progress
 from judges.pairs import PairJudge, PairOutcome, PairQuery, PairStats, judge_pairs, pair_stats
 from judges.prompt import render_conversation
-from judges.results import JUDGE_PAIRWISE, fmt, generic, markdown_table, write_json, write_jsonl, write_results
+from judges.results import (
+    JUDGE_PAIRWISE,
+    fmt,
+    generic,
+    judge_role,
+    judge_usage,
+    markdown_table,
+    write_json,
+    write_jsonl,
+    write_results,
+    write_tokens,
+)
 from judges.runs import JudgedRun, common_outputs
 from leaderboard.store import GenericResult
 
@@ -33,6 +45,11 @@ class PairwiseReport:
     folder: Path
     stem: str
     results: list[GenericResult]
+    usage: tuple[RoleUsage, ...] = ()  # tokens in and out of a model judge, both orders; () for a baseline
+
+    @property
+    def results_path(self) -> Path:
+        return self.folder / f"{self.stem}.json"
 
     def markdown(self) -> str:
         s = self.stats
@@ -77,12 +94,15 @@ def run_pairwise(run_a: JudgedRun, run_b: JudgedRun, judge: PairJudge,
                    "judge_model": info["model_label"], "tasks": sorted(tasks), "run_id": me.record.run_id}
         results.append(generic(JUDGE_PAIRWISE, "win_rate", me.model_name, me.model_fingerprint, fingerprint, win,
                                source, details))
-    return PairwiseReport(run_a, run_b, info, fingerprint, outcomes, missing, stats, folder, stem, results)
+    usage = () if judge.usage() is None else (
+        judge_usage(judge_role(0), str(info["model_label"]),
+                    [v.judgement for o in outcomes for v in (o.forward, o.backward)]),)
+    return PairwiseReport(run_a, run_b, info, fingerprint, outcomes, missing, stats, folder, stem, results, usage)
 
 
 def write_pairwise(report: PairwiseReport) -> Path:
-    """judge.json, the per-pair verdicts (both orders, raw replies) and the results file in run
-    A's judgements folder; returns the results file."""
+    """judge.json, the per-pair verdicts (both orders, raw replies), the results file and its
+    .tokens.json (the judge's tokens) in run A's judgements folder; returns the results file."""
     write_json(report.folder / "judge.json", report.judge_info)
     write_jsonl(report.folder / f"{report.stem}.jsonl",
                 [{"run_a": str(report.run_a.path), "run_b": str(report.run_b.path), **o.to_json()}
@@ -92,4 +112,5 @@ def write_pairwise(report: PairwiseReport) -> Path:
         "n_missing": report.n_missing, **report.stats.to_json(),
     })
     (report.folder / f"{report.stem}.md").write_text(report.markdown(), encoding="utf-8")
-    return write_results(report.folder / f"{report.stem}.json", report.results)
+    write_tokens(report.results_path, report.usage)
+    return write_results(report.results_path, report.results)

@@ -11,11 +11,23 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.scoring.cost import RoleUsage
 from harness.scoring.intervals import MetricValue, mean_with_ci
 from harness.types import Message, stable_hash
 from judges.judge import Judge, Judgement, Progress
 from judges.prompt import Fence, render_conversation
-from judges.results import JUDGE_POINTWISE, fmt, generic, markdown_table, write_json, write_jsonl, write_results
+from judges.results import (
+    JUDGE_POINTWISE,
+    fmt,
+    generic,
+    judge_role,
+    judge_usage,
+    markdown_table,
+    write_json,
+    write_jsonl,
+    write_results,
+    write_tokens,
+)
 from judges.runs import JudgedRun, Output
 from leaderboard.store import GenericResult
 
@@ -45,6 +57,11 @@ class PointwiseReport:
     folder: Path
     stem: str  # file name stem: pointwise, or pointwise-ref with the reference shown
     results: list[GenericResult]
+    usage: tuple[RoleUsage, ...] = ()  # tokens in and out of the judge (judges.results.judge_usage)
+
+    @property
+    def results_path(self) -> Path:
+        return self.folder / f"{self.stem}.json"
 
     @property
     def n_unscored(self) -> int:
@@ -101,13 +118,15 @@ def run_pointwise(run: JudgedRun, judge: Judge, *, reference: bool = False,
                "prompt": judge.prompt.name, "tasks": sorted(tasks), "reference": reference, "run_id": run.record.run_id}
     results = [generic(JUDGE_POINTWISE, d, run.model_name, run.model_fingerprint, fingerprint, v,
                        folder / f"{stem}.json", details) for d, v in dims.items()]
-    return PointwiseReport(run, info, fingerprint, dims, samples, judge.prompt.scale, folder, stem, results)
+    usage = (judge_usage(judge_role(0), str(info["model_label"]), [j for j in judgements if j is not None]),)
+    return PointwiseReport(run, info, fingerprint, dims, samples, judge.prompt.scale, folder, stem, results, usage)
 
 
 def write_pointwise(report: PointwiseReport) -> Path:
-    """judge.json, pointwise.jsonl (per sample) and pointwise.json (results) in the run's
-    judgements folder; returns the results file."""
+    """judge.json, pointwise.jsonl (per sample), pointwise.json (results) and pointwise.tokens.json
+    (the judge's tokens) in the run's judgements folder; returns the results file."""
     write_json(report.folder / "judge.json", report.judge_info)
     write_jsonl(report.folder / f"{report.stem}.jsonl", report.samples)
     (report.folder / f"{report.stem}.md").write_text(report.markdown(), encoding="utf-8")
-    return write_results(report.folder / f"{report.stem}.json", report.results)
+    write_tokens(report.results_path, report.usage)
+    return write_results(report.results_path, report.results)

@@ -25,11 +25,13 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.run.folder import RunFolder
+from harness.scoring.cost import RoleUsage
 from harness.scoring.intervals import MetricValue
 from harness.scoring.rubric import RubricItem, clipped_mean, score_example
 from harness.types import Message, stable_hash
 from judges.judge import Progress
 from judges.jury import JudgeScores, JuryReport, combine
+from judges.results import judge_role, judge_usage
 from judges.rubric_grader import GradeQuery, RubricGrader
 
 
@@ -77,6 +79,7 @@ class RubricJury:
     ungraded_items: dict[str, int]  # grader -> items it could not grade
     graders: list[dict[str, Any]]  # each grader's info (fingerprint, model)
     fingerprint: str
+    usage: tuple[RoleUsage, ...] = ()  # tokens in and out per model grader (role judge, judge_2, ... by position)
 
     def to_json(self) -> dict[str, Any]:
         return {"fingerprint": self.fingerprint, "graders": self.graders, "ungraded_items": self.ungraded_items,
@@ -102,8 +105,8 @@ def jury_grade(runs: Sequence[Path], graders: Sequence[RubricGrader], *, tasks: 
         examples += got
     queries = [GradeQuery(f"{ex.run}/{ex.key}/{k}", ex.conversation, ex.response, item)
                for ex in examples for k, item in enumerate(ex.items)]
-    scores, ungraded, infos = [], {}, []
-    for g in graders:
+    scores, ungraded, infos, usages = [], {}, [], []
+    for position, g in enumerate(graders):
         decisions = g.grade(queries, progress)
         pos = 0
         per: dict[tuple[str, str], float | None] = {}
@@ -117,9 +120,11 @@ def jury_grade(runs: Sequence[Path], graders: Sequence[RubricGrader], *, tasks: 
         if usage is not None:  # tokens in and out of this grader's requests (for its cost)
             info["usage"] = dict(usage.__dict__)
         infos.append(info)
+        if not info.get("scripted"):  # a model grader: its tokens, for the cost
+            usages.append(judge_usage(judge_role(position), str(info.get("model_label", g.name)), decisions))
         scores.append(JudgeScores(g.name, per, model=str(info.get("model_label", g.name)),
                                   fingerprint=str(info.get("fingerprint", ""))))
     report = combine(scores, models, aggregate=_clipped)
     fingerprint = stable_hash({"graders": [i.get("fingerprint") for i in infos], "runs": sorted(models),
                                "partial": partial, "n": len(queries)})
-    return RubricJury(report, ungraded, infos, fingerprint)
+    return RubricJury(report, ungraded, infos, fingerprint, tuple(usages))

@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.cli.options import backend_args, default_cache, progress_bar, split_list, store_arg
+from harness.cli.options import (
+    backend_args,
+    default_cache,
+    price_table_arg,
+    progress_bar,
+    split_list,
+    store_arg,
+    write_cost,
+)
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.scoring.cost import PriceTable
+    from judges.commands import Judged
 
 
 def _judge_config(args: argparse.Namespace, model: str | None = None) -> Any:
@@ -24,32 +36,41 @@ def _judge_config(args: argparse.Namespace, model: str | None = None) -> Any:
     )
 
 
+def _print_judged(judged: Judged, table: PriceTable | None) -> int:
+    """The command's text, then with --price-table its cost line (X.cost.json beside the results)."""
+    print(judged.text.rstrip("\n"))
+    if table is not None:
+        print(write_cost(judged.cost_path, judged.usage, table, no_tokens="no model judge: nothing to price"))
+    return 0
+
+
 def cmd_judge_pointwise(args: argparse.Namespace) -> int:
     from judges import commands
 
-    print(commands.pointwise(Path(args.run), _judge_config(args), prompt=args.prompt or "pointwise",
-                             tasks=split_list(args.tasks), reference=args.reference, store=args.store,
-                             progress=None if args.quiet else progress_bar).rstrip("\n"))
-    return 0
+    table = price_table_arg(args.price_table)  # checked before any judging
+    return _print_judged(commands.pointwise(Path(args.run), _judge_config(args), prompt=args.prompt or "pointwise",
+                                            tasks=split_list(args.tasks), reference=args.reference, store=args.store,
+                                            progress=None if args.quiet else progress_bar), table)
 
 
 def cmd_judge_pairwise(args: argparse.Namespace) -> int:
     from judges import commands
 
-    print(commands.pairwise(Path(args.run_a), Path(args.run_b), _judge_config(args), prompt=args.prompt or "pairwise",
-                            tasks=split_list(args.tasks), store=args.store,
-                            progress=None if args.quiet else progress_bar).rstrip("\n"))
-    return 0
+    table = price_table_arg(args.price_table)
+    return _print_judged(commands.pairwise(Path(args.run_a), Path(args.run_b), _judge_config(args),
+                                           prompt=args.prompt or "pairwise", tasks=split_list(args.tasks),
+                                           store=args.store, progress=None if args.quiet else progress_bar), table)
 
 
 def cmd_judge_rank(args: argparse.Namespace) -> int:
     from judges import commands
 
-    print(commands.rank([Path(r) for r in args.runs], _judge_config(args), prompt=args.prompt or "pairwise",
-                        tasks=split_list(args.tasks), output=args.output, seed=args.seed, rounds=args.bootstrap,
-                        store=args.store, progress=None if args.quiet else progress_bar,
-                        style_control=args.style_control).rstrip("\n"))
-    return 0
+    table = price_table_arg(args.price_table)
+    return _print_judged(commands.rank([Path(r) for r in args.runs], _judge_config(args),
+                                       prompt=args.prompt or "pairwise", tasks=split_list(args.tasks),
+                                       output=args.output, seed=args.seed, rounds=args.bootstrap, store=args.store,
+                                       progress=None if args.quiet else progress_bar,
+                                       style_control=args.style_control), table)
 
 
 def cmd_judge_calibrate(args: argparse.Namespace) -> int:
@@ -78,14 +99,20 @@ def cmd_judge_rubric(args: argparse.Namespace) -> int:
     from harness.cli.model_flags import pair_model_flags
     from judges import commands
 
+    table = price_table_arg(args.price_table)
     paired = pair_model_flags(args.judge or ["default"], args.judge_backend, args.judge_args, model_flag="--judge",
                               backend_flag="--judge-backend", args_flag="--judge-args")
     configs = [_judge_config(argparse.Namespace(**{**vars(args), "judge_backend": p.backend, "judge_args": p.args}),
                              None if p.model == "default" else p.model) for p in paired]
-    print(commands.rubric_jury([Path(r) for r in args.runs], configs, prompt=args.prompt, tasks=split_list(args.tasks),
-                               partial=args.partial_rubrics, output=args.output,
-                               progress=None if args.quiet else progress_bar).rstrip("\n"))
-    return 0
+    return _print_judged(commands.rubric_jury([Path(r) for r in args.runs], configs, prompt=args.prompt,
+                                              tasks=split_list(args.tasks), partial=args.partial_rubrics,
+                                              output=args.output, progress=None if args.quiet else progress_bar), table)
+
+
+def _add_price_table(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--price-table", type=Path, help="USD per million tokens per model name (YAML or JSON; a judge is "
+                   "named by its label, e.g. hf:default or openai:MODEL): write the judges' token cost beside the "
+                   "results file X.json as X.cost.json")
 
 
 def _add_judge_options(p: argparse.ArgumentParser, many: bool = False) -> None:
@@ -129,6 +156,7 @@ def add_commands(sub: Any) -> None:
     j_point.add_argument("--tasks", help=tasks_note)
     j_point.add_argument("--reference", action="store_true", help="show the judge the reference answer too")
     j_point.add_argument("--store", help=store_note)
+    _add_price_table(j_point)
     _add_judge_options(j_point)
     j_point.set_defaults(func=cmd_judge_pointwise)
     j_pair = judge_sub.add_parser("pairwise", help="compare two runs' outputs, each pair in both orders")
@@ -136,6 +164,7 @@ def add_commands(sub: Any) -> None:
     j_pair.add_argument("run_b", help="run folder B")
     j_pair.add_argument("--tasks", help=tasks_note)
     j_pair.add_argument("--store", help=store_note)
+    _add_price_table(j_pair)
     _add_judge_options(j_pair)
     j_pair.set_defaults(func=cmd_judge_pairwise)
     j_rank = judge_sub.add_parser("rank", help="Bradley–Terry ranking of many runs from pairwise battles")
@@ -147,6 +176,7 @@ def add_commands(sub: Any) -> None:
     j_rank.add_argument("--style-control", action="store_true", help="also rate with style control (Chatbot "
                         "Arena's: length, headers, lists and bold as covariates); raw and controlled ratings")
     j_rank.add_argument("--store", help=store_note)
+    _add_price_table(j_rank)
     _add_judge_options(j_rank)
     j_rank.set_defaults(func=cmd_judge_rank)
     j_rub = judge_sub.add_parser("rubric", help="re-grade rubric runs' stored responses with one or more graders "
@@ -156,6 +186,7 @@ def add_commands(sub: Any) -> None:
     j_rub.add_argument("--partial-rubrics", action="store_true",
                        help="score an example on its graded items when some did not parse (default: unscored)")
     j_rub.add_argument("--output", type=Path, help="folder for jury.md / jury.json (default: runs/jury-<hash>)")
+    _add_price_table(j_rub)
     _add_judge_options(j_rub, many=True)
     j_rub.set_defaults(func=cmd_judge_rubric)
     j_cal = judge_sub.add_parser("calibrate", help="agreement with human labels, biases and baselines")

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.scoring.cost import PriceTable, RoleUsage
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
@@ -75,3 +79,30 @@ def store_arg(args: argparse.Namespace) -> str:
     if not store:
         raise HarnessError("name the results store: --store PATH_OR_URL (or set HARNESS_STORE)")
     return store
+
+
+def price_table_arg(path: Path | None) -> PriceTable | None:
+    """--price-table FILE, loaded and checked (an error names the file), or None."""
+    if path is None:
+        return None
+    from harness.scoring.cost import load_price_table
+
+    return load_price_table(path)
+
+
+def write_cost(path: Path, usages: Sequence[RoleUsage], table: PriceTable, *, no_tokens: str) -> str:
+    """Price `usages` with `table` (harness.scoring.cost.cost_report), write the report to `path`
+    (cost.json) and return the line to print: "cost: $X -> PATH", or why there is no total
+    (a model without a price, or `no_tokens` when nothing recorded tokens)."""
+    import json
+
+    from harness.scoring.cost import cost_report
+
+    report = cost_report(usages, table)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
+    total = "n/a (unpriced: " + ", ".join(report.unpriced) + ")" if report.total_usd is None else \
+        f"${report.total_usd:.4f}"
+    if not report.roles:
+        total = f"n/a ({no_tokens})"
+    return f"cost: {total} -> {path}"
