@@ -67,6 +67,9 @@ class GenerationConfig:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # JSON text of a JSON Schema the reply must follow (structured output, enforced by the server);
+    # None = free text. Part of the request key only when set.
+    json_schema: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,7 @@ class GenerationRequest:
             "kind": self.kind.value,
             "prompt": self.prompt,
             "messages": [asdict(m) for m in self.messages] if self.messages else None,
-            "config": asdict(self.config),
+            "config": {k: v for k, v in asdict(self.config).items() if k != "json_schema" or v is not None},
         }
         if self.config.temperature > 0:  # sampled results of an older sampling procedure are never reused
             key["sampling"] = SAMPLING_VERSION

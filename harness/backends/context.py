@@ -11,14 +11,24 @@ counted as truncated. Logs show a shortened display of the text, never the whole
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from harness.errors import CapabilityError
 from harness.types import GenerationRequest, LoglikelihoodRequest, Message, ModelBackend, RequestFailure
 
 log = logging.getLogger(__name__)
 
 TRUNCATE_SIDES = ("left", "middle")
 _MAX_TRIES = 5  # re-tokenising a cut text can change its count a little: cut again, a bounded number of times
+
+
+def refuse_json_schema(backend: str, requests: Sequence[GenerationRequest]) -> None:
+    """In-process backends do not constrain decoding to a schema: refuse rather than return free text
+    that the caller believes was enforced."""
+    if any(r.config.json_schema is not None for r in requests):
+        raise CapabilityError(f"the {backend} backend cannot enforce a JSON schema on replies (structured output): "
+                              "use a server that does, through --backend openai (vLLM, llama.cpp, OpenAI)")
 
 
 def display(text: str, width: int = 80) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from harness.backends.context import refuse_json_schema
 from harness.backends.dtypes import resolve_dtype
 from harness.backends.fingerprint import folder_fingerprint
 from harness.backends.tokenize import count_request_tokens, encode_pair, render_chat, shorten_text
@@ -252,6 +253,7 @@ class HFBackend(ModelBackend):
         prefill, and every sampled chain has its own seeded generator."""
         from harness.backends.hf_generate import Decoder
 
+        refuse_json_schema("hf", requests)
         # Chat templates already hold the special tokens they need.
         prompts = [list(self.tokenizer.encode(self._render(r), add_special_tokens=False)) for r in requests]
         decoder = Decoder(self.model, self.tokenizer, self.device, self.batch_size, self._cache_kw)

@@ -39,6 +39,16 @@ from harness.types import (
 log = logging.getLogger(__name__)
 
 Q = TypeVar("Q")
+
+# How a server takes a JSON Schema for the reply: OpenAI's and vLLM's `json_schema` form, or
+# llama.cpp's (llama-cpp-python's server) `json_object` with the schema beside it.
+RESPONSE_FORMATS = ("json_schema", "json_object")
+
+
+def response_format(form: str, schema: dict[str, Any]) -> dict[str, Any]:
+    if form == "json_object":
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_schema", "json_schema": {"name": "reply", "schema": schema, "strict": True}}
 Out = TypeVar("Out")
 
 
@@ -56,6 +66,7 @@ class OpenAIBackend(ModelBackend):
         revision: str | None = None,
         extra_body: dict[str, Any] | None = None,
         context_length: int | None = None,
+        response_format: str = "json_schema",
     ):
         if not model:
             raise HarnessError("the openai backend needs --model NAME (the server's model id)")
@@ -74,6 +85,10 @@ class OpenAIBackend(ModelBackend):
         self.timeout = float(timeout)
         self.revision = revision
         self.extra_body = dict(extra_body or {})
+        if response_format not in RESPONSE_FORMATS:
+            raise HarnessError(f"--model-args response_format={response_format!r}: expected one of "
+                               f"{', '.join(RESPONSE_FORMATS)}")
+        self.response_format = response_format
         # max_retries=0: retries are ours (RetryingBackend), bounded and logged.
         self._client = openai.AsyncOpenAI(
             api_key=key or "EMPTY", base_url=self.base_url, max_retries=0, timeout=self.timeout
@@ -115,6 +130,7 @@ class OpenAIBackend(ModelBackend):
             "backend": "openai", "model": self.model, "base_url": self.base_url,
             "api_key_env": self.api_key_env, "concurrency": self.concurrency,
             "timeout": self.timeout, "revision": self.revision, "extra_body": self.extra_body,
+            "response_format": self.response_format,
             "prompt_logprobs": RequestKind.LOGLIKELIHOOD in self.capabilities,
             "openai_version": self._openai.__version__, "fingerprint": self.fingerprint(),
         }
@@ -267,6 +283,8 @@ class OpenAIBackend(ModelBackend):
             params["seed"] = cfg.seed
         if self.extra_body:
             params["extra_body"] = self.extra_body
+        if cfg.json_schema is not None:
+            params["response_format"] = response_format(self.response_format, json.loads(cfg.json_schema))
         self._usage["api_requests"] += 1  # every attempt, failed ones too
         try:
             if req.messages is not None:

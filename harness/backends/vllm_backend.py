@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.backends.context import refuse_json_schema
 from harness.backends.fingerprint import folder_fingerprint
 from harness.backends.hf import resolve_model_path
 from harness.backends.tokenize import count_request_tokens, encode_pair, render_chat, shorten_text
@@ -216,6 +217,7 @@ class VLLMBackend(ModelBackend):
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        refuse_json_schema("vllm", requests)
         prompts = []
         params = []
         for req in requests:

@@ -7,7 +7,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.cli.options import backend_args, default_cache, parse_model_args, progress_bar, split_list
+from harness.cli.options import (
+    backend_args,
+    default_cache,
+    parse_model_args,
+    progress_bar,
+    split_list,
+    write_cost,
+)
 from harness.errors import HarnessError
 
 # Auxiliary models of `harness run`, by role: (role, what it does), see RunConfig.aux_models.
@@ -63,7 +70,7 @@ def _sft_recipe(args: argparse.Namespace) -> dict[str, Any] | None:
 
 def _rubric_options(args: argparse.Namespace) -> dict[str, Any] | None:
     """--grader-prompt / --partial-rubrics: RunConfig.rubric (the prompt by contents, checked now)."""
-    if args.grader_prompt is None and not args.partial_rubrics:
+    if args.grader_prompt is None and not args.partial_rubrics and not args.grader_structured:
         return None
     prompt = None
     if args.grader_prompt is not None:
@@ -76,7 +83,13 @@ def _rubric_options(args: argparse.Namespace) -> dict[str, Any] | None:
         text = path.read_text(encoding="utf-8")
         parse_grader_prompt(text, str(path))
         prompt = {"source": str(path), "text": text}
-    return {"grader_prompt": prompt, "partial": args.partial_rubrics}
+    if args.grader_structured:
+        bad = [b for b in (args.grader_backend or ["hf"]) if b != "openai"]
+        if bad:
+            raise HarnessError(f"--grader-structured needs every grader on --grader-backend openai (a server that "
+                               f"enforces the reply's JSON schema: vLLM, llama.cpp, OpenAI), got {', '.join(bad)}")
+    return {"grader_prompt": prompt, "partial": args.partial_rubrics,
+            **({"structured": True} if args.grader_structured else {})}
 
 
 def _write_cost(folder: Path, price_table: Path) -> str:
@@ -84,17 +97,12 @@ def _write_cost(folder: Path, price_table: Path) -> str:
     import json
 
     from harness.run.folder import RunFolder
-    from harness.scoring.cost import cost_report, load_price_table, run_usage
+    from harness.scoring.cost import load_price_table, run_usage
 
     run = RunFolder(folder)
     record = json.loads(run.record_path.read_text(encoding="utf-8"))
-    report = cost_report(run_usage(record, run.read_samples()), load_price_table(price_table))
-    (folder / "cost.json").write_text(json.dumps(report.to_json(), indent=2) + "\n", encoding="utf-8")
-    total = "n/a (unpriced: " + ", ".join(report.unpriced) + ")" if report.total_usd is None else \
-        f"${report.total_usd:.4f}"
-    if not report.roles:
-        total = "n/a (no task of this run records its tokens per sample)"
-    return f"cost: {total} -> {folder / 'cost.json'}"
+    return write_cost(folder / "cost.json", run_usage(record, run.read_samples()), load_price_table(price_table),
+                      no_tokens="no task of this run records its tokens per sample")
 
 
 def _protocol(args: argparse.Namespace) -> str | None:
@@ -351,6 +359,9 @@ def add_commands(sub: Any) -> None:
     run.add_argument("--grader-prompt", type=Path, help="rubric tasks: the grader's prompt file (a .yaml like "
                      "tasks/prompts/rubric_grader.yaml, or a plain-text template with <<conversation>> and "
                      "<<rubric_item>>, e.g. upstream's); its hash enters the grader fingerprint")
+    run.add_argument("--grader-structured", action="store_true",
+                     help="rubric tasks: the grader's server enforces the reply's JSON schema (openai backend; "
+                     "llama.cpp's server also needs --grader-args response_format=json_object)")
     run.add_argument("--partial-rubrics", action="store_true", help="rubric tasks: score an example whose grader "
                      "replies did not all parse on its graded items (default: leave it unscored)")
     run.add_argument("--responses", choices=["model", "ideal"], default="model", help="rubric tasks: grade the "

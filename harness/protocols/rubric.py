@@ -36,6 +36,7 @@ beside it. The grader's prompt text hash, parser and generation settings are in 
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from harness.scoring.rubric import (
 from harness.scoring.rubric_grading import (
     PARSER_NAME,
     PARSER_VERSION,
+    REPLY_SCHEMA,
     GraderPrompt,
     grader_messages,
     parse_grader_prompt,
@@ -168,7 +170,8 @@ def grader_prompt(ctx: PromptContext) -> GraderPrompt:
 def grader_generation(ctx: PromptContext) -> GenerationConfig:
     s = _settings(ctx)
     return GenerationConfig(max_tokens=s.get("grader_max_tokens") or grader_prompt(ctx).max_tokens,
-                            temperature=float(s.get("grader_temperature", 0.0)))
+                            temperature=float(s.get("grader_temperature", 0.0)),
+                            json_schema=json.dumps(REPLY_SCHEMA, sort_keys=True) if s.get("structured") else None)
 
 
 @dataclass(frozen=True)
@@ -255,7 +258,8 @@ class RubricProtocol(Protocol):
                               "sha256": prompt.content_hash},
             "grader_parser": {"name": PARSER_NAME, "version": PARSER_VERSION, "max_replies": MAX_REPLIES},
             "grader_generation": {"max_tokens": grader_generation(ctx).max_tokens,
-                                  "temperature": grader_generation(ctx).temperature},
+                                  "temperature": grader_generation(ctx).temperature,
+                                  **({"structured_output": REPLY_SCHEMA} if _settings(ctx).get("structured") else {})},
             "partial_rubrics": bool(_settings(ctx).get("partial", False)),
             "length_penalty": LengthPenalty().to_json(),
         }

@@ -44,6 +44,8 @@ class RubricOptions(BaseModel):
     )
     grader_temperature: float = Field(default=0.0, ge=0.0, description="Grader sampling temperature.")
     grader_max_tokens: int | None = Field(default=None, ge=1, description="Grader reply limit; None = the prompt's.")
+    structured: bool = Field(default=False, description="Ask the grader's server to enforce the reply's JSON "
+                             "schema (structured output; openai-backend graders only).")
 
 
 class RunConfig(BaseModel):

@@ -44,6 +44,11 @@ UPSTREAM_MAX_TOKENS = 2048  # simple-evals' grader sampler (ChatCompletionSample
 UPSTREAM_SYSTEM = "You are a helpful assistant."  # its system message (OPENAI_SYSTEM_MESSAGE_API)
 DEFAULT_REMINDER = ('That was not a valid reply. Reply with only the JSON object {"explanation": "<why>", '
                     '"criteria_met": true or false}, nothing else.')
+# The reply parse_reply accepts, as a JSON Schema: sent to servers that enforce it
+# (`--grader-structured`), so a small grader cannot fail to produce it.
+REPLY_SCHEMA = {"type": "object", "properties": {"explanation": {"type": "string"},
+                                                 "criteria_met": {"type": "boolean"}},
+                "required": ["explanation", "criteria_met"], "additionalProperties": False}
 _FIELDS = frozenset({"conversation", "response", "rubric_item", "nonce"})
 _REQUIRED = frozenset({"conversation", "response", "rubric_item"})
 
