@@ -45,8 +45,10 @@ UPSTREAM_SYSTEM = "You are a helpful assistant."  # its system message (OPENAI_S
 DEFAULT_REMINDER = ('That was not a valid reply. Reply with only the JSON object {"explanation": "<why>", '
                     '"criteria_met": true or false}, nothing else.')
 # The reply parse_reply accepts, as a JSON Schema: sent to servers that enforce it
-# (`--grader-structured`), so a small grader cannot fail to produce it.
-REPLY_SCHEMA = {"type": "object", "properties": {"explanation": {"type": "string"},
+# (`--grader-structured`), so a small grader cannot fail to produce it. The explanation is capped
+# so that the object closes within the reply's token budget (a small model otherwise explains on
+# until max_tokens cuts the string: measured on the default model through llama.cpp).
+REPLY_SCHEMA = {"type": "object", "properties": {"explanation": {"type": "string", "maxLength": 300},
                                                  "criteria_met": {"type": "boolean"}},
                 "required": ["explanation", "criteria_met"], "additionalProperties": False}
 _FIELDS = frozenset({"conversation", "response", "rubric_item", "nonce"})
