@@ -15,7 +15,9 @@ Here, instead:
 - identical prompts are prefilled once: the K chains of `sc@K` sample from copies of one cache;
 - each sampled chain draws from its own `torch.Generator` seeded with its request's seed, so a
   chain is reproducible whatever else is in the batch;
-- the LM head runs only at the last prompt position during prefill.
+- the LM head runs only at the last prompt position during prefill;
+- the KV cache writes each step into preallocated buffers (harness.backends.kv_cache) instead of
+  copying the whole cache with `torch.cat` every step, which dominated long transcripts.
 
 Sampling applies temperature then top-p (no hidden top-k), as the OpenAI-compatible servers do.
 """
@@ -28,11 +30,14 @@ from typing import Any
 
 import torch
 
+from harness.backends.kv_cache import BufferCache, drop_front, set_layer, supports_buffers
 from harness.types import GenerationConfig, GenerationResult
 
 # A prefill group takes prompts down to this fraction of its longest one (plus a few tokens).
 _PAD_RATIO = 0.75
 _PAD_SLACK = 16
+# Room a cache buffer keeps for tokens to come; longer chains double it as they go.
+_MAX_RESERVE = 512
 
 
 @dataclass
@@ -87,6 +92,7 @@ class Decoder:
             eos.update(int(x) for x in configured)
         self.eos = eos
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+        self.buffers = supports_buffers(model)
         self.stats = {"prefill_tokens": 0, "padded_prefill_tokens": 0, "decode_steps": 0,
                       "decoded_rows": 0}
 
@@ -176,6 +182,9 @@ class Decoder:
                                   "logits_to_keep": 1}
         if len(group) > 1:
             kwargs["attention_mask"] = mask
+        if self.buffers:
+            budget = max(c.config.max_tokens for u in group for c in u.chains)
+            kwargs[self.cache_kw] = BufferCache(min(budget, _MAX_RESERVE))
         out = self.model(**kwargs)
         cache = _cache_of(out)
         rows = [r for r, u in enumerate(group) for _ in u.chains]
@@ -197,8 +206,8 @@ class Decoder:
         width = max(mask.shape[1], new_mask.shape[1])
         pad_old, pad_new = width - mask.shape[1], width - new_mask.shape[1]
         for old, new in zip(cache.layers, new_cache.layers, strict=True):
-            old.keys = torch.cat([_left_pad(old.keys, pad_old, 2), _left_pad(new.keys, pad_new, 2)])
-            old.values = torch.cat([_left_pad(old.values, pad_old, 2), _left_pad(new.values, pad_new, 2)])
+            set_layer(old, torch.cat([_left_pad(old.keys, pad_old, 2), _left_pad(new.keys, pad_new, 2)]),
+                      torch.cat([_left_pad(old.values, pad_old, 2), _left_pad(new.values, pad_new, 2)]))
         mask = torch.cat([_left_pad(mask, pad_old, 1), _left_pad(new_mask, pad_new, 1)])
         return cache, mask
 
@@ -209,8 +218,7 @@ class Decoder:
         first = int(real[0]) if len(real) else 0
         if first > 0:
             for layer in cache.layers:
-                layer.keys = layer.keys[:, :, first:]
-                layer.values = layer.values[:, :, first:]
+                drop_front(layer, first)
             mask = mask[:, first:]
         return cache, mask
 
