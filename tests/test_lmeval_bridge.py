@@ -13,6 +13,7 @@ from tests.conftest import ScriptedBackend
 
 pytest.importorskip("lm_eval", reason="lm-eval is not installed (pip install 'lm-eval[hf]==0.4.13')")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+LM_LIMIT = 16  # both take the first 16 documents; lm-eval's own hf model is the slow side
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +69,9 @@ def test_lm_eval_itself_on_the_export_gives_our_accuracy(tmp_path, exported, def
     results = lm_eval.simple_evaluate(
         model="hf", model_args=f"pretrained={default_model_dir},dtype=float32,device=cpu",
         tasks=[tasks["medqa"].lm_task, tasks["pubmedqa"].lm_task],
-        task_manager=TaskManager(include_path=str(folder)), batch_size=8,
+        task_manager=TaskManager(include_path=str(folder)), batch_size=8, limit=LM_LIMIT,
     )
-    ours = run(tmp_path, "own", None, tasks=("medqa", "pubmedqa"), model=str(default_model_dir))
+    ours = run(tmp_path, "own", None, tasks=("medqa", "pubmedqa"), model=str(default_model_dir), limit=LM_LIMIT)
     for task in ("medqa", "pubmedqa"):
         lm_acc = results["results"][tasks[task].lm_task]["acc,none"]
         assert ours.tasks[f"{task}|loglik|0shot"].metrics["accuracy"]["value"] == pytest.approx(lm_acc), task

@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.server, pytest.mark.slow]
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python[server] is not installed")
 
 TASKS = ("medqa", "medmcqa", "pubmedqa", "mmlu_anatomy")
-LIMIT = 8
+LIMIT = 5
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,23 @@ def test_faults_in_front_of_the_real_server(llama_server, tmp_path, monkeypatch)
     leaked = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert leaked == []
     assert os.environ["MEDLLM_TEST_KEY"] == secret
+
+
+def test_structured_grader_output_through_llama_cpp(llama_server, tmp_path):
+    """The default model as a HealthBench grader: free text, most of its replies never parse (the
+    README's figure); with the reply's JSON Schema enforced by llama.cpp's server
+    (`--grader-structured`, response_format json_object), every item is graded."""
+    from harness.run.config import AuxModel, RubricOptions
+
+    url, model_id = llama_server
+    grader = AuxModel(backend="openai", model=model_id,
+                      model_args={"base_url": url, "concurrency": 2, "response_format": "json_object"})
+    record = Runner(RunConfig(tasks=("healthbench",), protocol="rubric_ideal", data_source="bundled", limit=1,
+                              cache=None, aux_models={"grader": grader}, rubric=RubricOptions(structured=True),
+                              output=tmp_path / "structured")).run()
+    (res,) = record.tasks.values()
+    assert res.metrics["rubric_ungraded_item_rate"]["value"] == 0.0
+    assert res.metrics["rubric_score"]["n_scored"] == 1
+    assert res.extra["grader_generation"]["structured_output"]["required"] == ["explanation", "criteria_met"]
+    (entry,) = [json.loads(x) for x in (tmp_path / "structured/samples.jsonl").read_text().splitlines()]
+    assert all(g["met"] in (True, False) for g in entry["score"]["metadata"]["grades"])
