@@ -15,7 +15,8 @@ from tests.conftest import ROOT
 
 
 def _args(**kw: object) -> argparse.Namespace:
-    base: dict[str, object] = {"grader_prompt": None, "partial_rubrics": False, "grader_structured": False, "responses": "model", "protocol": None}
+    base: dict[str, object] = {"grader_prompt": None, "partial_rubrics": False, "grader_structured": False,
+                               "responses": "model", "protocol": None}
     return argparse.Namespace(**{**base, **kw})
 
 
