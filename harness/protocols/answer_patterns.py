@@ -10,6 +10,15 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+
+@dataclass(frozen=True)
+class Extraction:
+    """An extractor's answer: the option index, or None with the reason in `method`."""
+
+    index: int | None
+    method: str
+
+
 # Where a label token sits decides how much evidence it needs: after "the answer is" almost
 # none; opening a line, it must stand alone ("C)", not "C diff"); in running text, more still.
 Mode = Literal["explicit", "lead", "running"]
