@@ -251,15 +251,14 @@ class RubricProtocol(Protocol):
         return isinstance(request, RoutedRequest) and request.role in grader_roles(ctx.aux_roles)
 
     def record_info(self, ctx: PromptContext) -> dict[str, Any]:
-        prompt = grader_prompt(ctx)
+        prompt, gen = grader_prompt(ctx), grader_generation(ctx)
         info: dict[str, Any] = {
             "responses": self.responses,
             "grader_prompt": {"name": prompt.name, "version": prompt.version, "style": prompt.style,
                               "sha256": prompt.content_hash},
             "grader_parser": {"name": PARSER_NAME, "version": PARSER_VERSION, "max_replies": MAX_REPLIES},
-            "grader_generation": {"max_tokens": grader_generation(ctx).max_tokens,
-                                  "temperature": grader_generation(ctx).temperature,
-                                  **({"structured_output": REPLY_SCHEMA} if _settings(ctx).get("structured") else {})},
+            "grader_generation": {"max_tokens": gen.max_tokens, "temperature": gen.temperature,
+                                  **({"structured_output": REPLY_SCHEMA} if gen.json_schema else {})},
             "partial_rubrics": bool(_settings(ctx).get("partial", False)),
             "length_penalty": LengthPenalty().to_json(),
         }
