@@ -1,14 +1,16 @@
 """The transformers backend's generation loop (harness/backends/hf_generate.py) on the real
 default model: batched greedy decoding equals unbatched decoding and transformers' own
 `generate`; sequences leave the batch at their own end; sc@K chains share one prefill and each
-chain's sample depends only on its seed."""
+chain's sample depends only on its seed; prompt-lookup drafts give the tokens of one-token steps."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from harness.backends import hf_generate
 from harness.backends.dtypes import resolve_dtype, slow_dtype_reason
+from harness.backends.prompt_lookup import NgramIndex, draft_cap
 from harness.run.threads import apply_threads, default_threads, thread_settings
 from harness.types import GenerationConfig, GenerationRequest, Message
 
@@ -37,15 +39,16 @@ def _hf_generate(backend, req: GenerationRequest, max_tokens: int) -> str:
 
 def test_batched_greedy_equals_unbatched_and_transformers_generate(hf_backend):
     reqs = _requests(GenerationConfig(max_tokens=32))
-    old = hf_backend.batch_size
+    old = hf_backend.batch_size, hf_backend.prompt_lookup
     try:
+        hf_backend.prompt_lookup = 0  # one token per step: the batching machinery alone
         hf_backend.batch_size = 4  # 6 prompts of 31..69 tokens: refills and left padding
         batched = hf_backend.generate(reqs)
         stats = hf_backend.last_generation_stats
         hf_backend.batch_size = 1
         single = hf_backend.generate(reqs)
     finally:
-        hf_backend.batch_size = old
+        hf_backend.batch_size, hf_backend.prompt_lookup = old
     assert [b.text for b in batched] == [s.text for s in single]
     assert [b.n_completion_tokens for b in batched] == [s.n_completion_tokens for s in single]
     for req, b in zip(reqs, batched, strict=True):
@@ -77,6 +80,86 @@ def test_sampled_chains_share_prefill_and_depend_only_on_their_seed(hf_backend):
     mixed = hf_backend.generate([*_requests(GenerationConfig(max_tokens=8))[:2], chains[3], chains[0]])[2:]
     assert [a.text for a in alone] == [together[3].text, together[0].text] == [m.text for m in mixed]
     assert len({c.text for c in together}) > 1  # different seeds, different chains
+
+
+COPY_TEXT = ("Patient is a 67-year-old woman with type 2 diabetes, chronic kidney disease stage 3 and "
+             "atrial fibrillation on apixaban, admitted with community-acquired pneumonia of the right "
+             "lower lobe, treated with ceftriaxone and azithromycin, now afebrile and on room air.")
+
+
+def _copy_requests(config: GenerationConfig) -> list[GenerationRequest]:
+    asks = [f"Repeat this sentence word for word: {COPY_TEXT}",
+            f"Summarise for the discharge letter: {COPY_TEXT}",
+            "Count from one to forty in words, separated by commas.",
+            QUESTIONS[3], QUESTIONS[5]]
+    return [GenerationRequest(messages=(Message("user", a),), config=config) for a in asks]
+
+
+def _generate_with(backend, reqs, prompt_lookup: int, batch_size: int = 4):
+    old = backend.batch_size, backend.prompt_lookup
+    try:
+        backend.batch_size, backend.prompt_lookup = batch_size, prompt_lookup
+        out = backend.generate(reqs)
+        return out, backend.last_generation_stats
+    finally:
+        backend.batch_size, backend.prompt_lookup = old
+
+
+def test_prompt_lookup_gives_the_tokens_of_one_token_steps(hf_backend):
+    reqs = _copy_requests(GenerationConfig(max_tokens=60))
+    plain, plain_stats = _generate_with(hf_backend, reqs, 0)
+    drafted, stats = _generate_with(hf_backend, reqs, 10)
+    assert [d.text for d in drafted] == [p.text for p in plain]
+    assert [d.n_completion_tokens for d in drafted] == [p.n_completion_tokens for p in plain]
+    assert [d.finish_reason for d in drafted] == [p.finish_reason for p in plain]
+    # the copying prompts accept drafts, so the same tokens take fewer forward passes
+    assert stats["accepted_tokens"] > 10 and stats["drafted_tokens"] >= stats["accepted_tokens"]
+    assert stats["decode_steps"] < plain_stats["decode_steps"]
+    # alone (one row, the longest drafts) the copied sentence is the same too
+    (alone,), alone_stats = _generate_with(hf_backend, reqs[:1], 10, batch_size=1)
+    assert alone.text == plain[0].text and alone_stats["accepted_tokens"] > 10
+    assert alone_stats["decode_steps"] < alone.n_completion_tokens - 10
+
+
+def test_prompt_lookup_stops_exactly_at_budget_and_stop_string(hf_backend):
+    (free,), _ = _generate_with(hf_backend, _copy_requests(GenerationConfig(max_tokens=40))[:1], 0)
+    word = free.text.split()[6]
+    for max_tokens in (7, 13):
+        cfg = GenerationConfig(max_tokens=max_tokens)
+        (plain,), _ = _generate_with(hf_backend, _copy_requests(cfg)[:1], 0)
+        (drafted,), _ = _generate_with(hf_backend, _copy_requests(cfg)[:1], 10)
+        assert drafted.n_completion_tokens == plain.n_completion_tokens == max_tokens
+        assert drafted.text == plain.text and drafted.finish_reason == "length"
+    cfg = GenerationConfig(max_tokens=40, stop=(word,))
+    (plain,), _ = _generate_with(hf_backend, _copy_requests(cfg)[:1], 0)
+    (drafted,), _ = _generate_with(hf_backend, _copy_requests(cfg)[:1], 10)
+    assert drafted.finish_reason == plain.finish_reason == "stop"
+    assert (drafted.text, drafted.n_completion_tokens) == (plain.text, plain.n_completion_tokens)
+
+
+def test_rejected_draft_columns_are_compacted_without_changing_tokens(hf_backend, monkeypatch):
+    reqs = _copy_requests(GenerationConfig(max_tokens=48))
+    plain, _ = _generate_with(hf_backend, reqs, 0)
+    monkeypatch.setattr(hf_generate, "_HOLE_SLACK", 0)
+    monkeypatch.setattr(hf_generate, "_HOLE_SHARE", 0.0)  # compact after every drafted step
+    drafted, stats = _generate_with(hf_backend, reqs, 10)
+    assert stats["compactions"] > 0
+    assert [d.text for d in drafted] == [p.text for p in plain]
+
+
+def test_ngram_index_drafts_what_followed_the_latest_occurrence():
+    index = NgramIndex([5, 6, 7, 8, 9, 1, 5, 6, 7, 2, 3])
+    assert index.draft(4) == []  # (2, 3) and (3,) never occurred before
+    index.extend([5, 6, 7])
+    assert index.draft(2) == [2, 3]  # the latest (5, 6, 7) was followed by 2, not by 8
+    index.extend([4])
+    assert index.draft(3) == []
+    index.extend([9])  # no 3-gram (7, 4, 9) seen, nor (4, 9): nothing
+    assert index.draft(3) == []
+    index = NgramIndex([1, 2, 3, 4, 1, 2])
+    assert index.draft(5) == [3, 4, 1, 2] and index.draft(0) == []
+    assert draft_cap(1, 10) == 10 and draft_cap(4, 10) == 3 and draft_cap(8, 10) == 1
+    assert draft_cap(16, 10) == 0 and draft_cap(1, 0) == 0
 
 
 def test_dtype_auto_and_slow_dtype_warning():

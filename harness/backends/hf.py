@@ -83,6 +83,7 @@ class HFBackend(ModelBackend):
         batch_size: int = 8,
         max_length: int | None = None,
         trust_remote_code: bool = False,
+        prompt_lookup: int = 10,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -90,6 +91,11 @@ class HFBackend(ModelBackend):
         self.path = resolve_model_path(model, revision)
         self.revision = revision
         self.batch_size = int(batch_size)
+        # greedy chains check up to this many prompt-lookup draft tokens per step (0: off); an
+        # execution setting like batch_size: the tokens are those of one-token steps
+        self.prompt_lookup = int(prompt_lookup)
+        if self.prompt_lookup < 0:
+            raise HarnessError(f"prompt_lookup must be 0 (off) or more, got {prompt_lookup}")
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -132,6 +138,7 @@ class HFBackend(ModelBackend):
             "dtype_requested": self.dtype_requested,
             "device": str(self.device),
             "batch_size": self.batch_size,
+            "prompt_lookup": self.prompt_lookup,
             "max_length": self.max_length,
             "fingerprint": self.fingerprint(),
             "transformers_version": transformers.__version__,
@@ -256,7 +263,8 @@ class HFBackend(ModelBackend):
         refuse_json_schema("hf", requests)
         # Chat templates already hold the special tokens they need.
         prompts = [list(self.tokenizer.encode(self._render(r), add_special_tokens=False)) for r in requests]
-        decoder = Decoder(self.model, self.tokenizer, self.device, self.batch_size, self._cache_kw)
+        decoder = Decoder(self.model, self.tokenizer, self.device, self.batch_size, self._cache_kw,
+                          prompt_lookup=self.prompt_lookup)
         results = decoder.run(prompts, [r.config for r in requests])
         self.last_generation_stats = decoder.stats
         return list(results)

@@ -17,7 +17,11 @@ Here, instead:
   chain is reproducible whatever else is in the batch;
 - the LM head runs only at the last prompt position during prefill;
 - the KV cache writes each step into preallocated buffers (harness.backends.kv_cache) instead of
-  copying the whole cache with `torch.cat` every step, which dominated long transcripts.
+  copying the whole cache with `torch.cat` every step, which dominated long transcripts;
+- greedy chains check prompt-lookup drafts (harness.backends.prompt_lookup): a step feeds each
+  row its last token and the draft, keeps the longest prefix greedy decoding agrees with plus
+  the model's next token, and masks the rejected columns out of the cache (compacted when the
+  holes pile up). Sampled chains never draft, so their tokens stay those of one-token steps.
 
 Sampling applies temperature then top-p (no hidden top-k), as the OpenAI-compatible servers do.
 """
@@ -31,6 +35,7 @@ from typing import Any
 import torch
 
 from harness.backends.kv_cache import BufferCache, drop_front, set_layer, supports_buffers
+from harness.backends.prompt_lookup import NgramIndex, choose_width, draft_cap
 from harness.types import GenerationConfig, GenerationResult
 
 # A prefill group takes prompts down to this fraction of its longest one (plus a few tokens).
@@ -38,6 +43,11 @@ _PAD_RATIO = 0.75
 _PAD_SLACK = 16
 # Room a cache buffer keeps for tokens to come; longer chains double it as they go.
 _MAX_RESERVE = 512
+# Rejected draft columns stay in the cache, masked, until they are this share of its width.
+_HOLE_SHARE = 0.25
+_HOLE_SLACK = 32
+# Weight of the latest draft token in a chain's agreement estimate.
+_AGREE_RATE = 0.2
 
 
 @dataclass
@@ -49,6 +59,13 @@ class _Chain:
     out: list[int] = field(default_factory=list)
     finish: str | None = None
     max_stop: int = 0
+    prompt: list[int] = field(default_factory=list)
+    lookup: NgramIndex | None = None
+    drafts: bool = False  # greedy chains only
+    # share of draft tokens the model agrees with (moving average), learnt also from drafts that
+    # were not sent: `shadow` is the latest draft, checked against the tokens as they come
+    agree: float = 0.5
+    shadow: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -76,8 +93,9 @@ class Decoder:
     """Runs generation requests (already rendered to token ids) through a causal LM."""
 
     def __init__(self, model: Any, tokenizer: Any, device: torch.device, batch_size: int,
-                 cache_kw: str = "cache"):
+                 cache_kw: str = "cache", prompt_lookup: int = 0):
         self.model = model
+        self.prompt_lookup = max(0, int(prompt_lookup))
         self.tokenizer = tokenizer
         self.device = device
         self.batch_size = max(1, int(batch_size))
@@ -94,7 +112,7 @@ class Decoder:
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         self.buffers = supports_buffers(model)
         self.stats = {"prefill_tokens": 0, "padded_prefill_tokens": 0, "decode_steps": 0,
-                      "decoded_rows": 0}
+                      "decoded_rows": 0, "drafted_tokens": 0, "accepted_tokens": 0, "compactions": 0}
 
     # -- public -----------------------------------------------------------------------------
     def run(self, prompts: Sequence[list[int]], configs: Sequence[GenerationConfig]) -> list[GenerationResult]:
@@ -105,9 +123,12 @@ class Decoder:
             if cfg.temperature > 0 and cfg.seed is not None:
                 gen = torch.Generator(device=self.device)
                 gen.manual_seed(int(cfg.seed))
-            chain = _Chain(i, cfg, len(ids), gen, max_stop=max((len(s) for s in cfg.stop), default=0))
+            chain = _Chain(i, cfg, len(ids), gen, max_stop=max((len(s) for s in cfg.stop), default=0),
+                           drafts=self.prompt_lookup > 0 and cfg.temperature <= 0)
             chains.append(chain)
-            units.setdefault(tuple(ids), _Unit(list(ids), [])).chains.append(chain)
+            unit = units.setdefault(tuple(ids), _Unit(list(ids), []))
+            unit.chains.append(chain)
+            chain.prompt = unit.prompt
         pending = sorted(units.values(), key=lambda u: -len(u.prompt))
         with torch.inference_mode():
             self._loop(pending)
@@ -136,15 +157,28 @@ class Decoder:
             if not active:
                 continue
             assert mask is not None and positions is not None
-            ids = torch.tensor([[c.out[-1]] for c in active], device=self.device)
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions[:, None],
+            drafts = self._drafts(active)
+            width = 1 + max(len(d) for d in drafts)
+            ids = torch.full((len(active), width), self.pad_id, dtype=torch.long)
+            fresh = torch.zeros((len(active), width), dtype=mask.dtype)
+            for r, (c, d) in enumerate(zip(active, drafts, strict=True)):
+                ids[r, :1 + len(d)] = torch.tensor([c.out[-1], *d], dtype=torch.long)
+                fresh[r, :1 + len(d)] = 1
+            mask = torch.cat([mask, fresh.to(self.device)], dim=1)
+            step_pos = positions[:, None] + torch.arange(width, device=self.device)
+            out = self.model(input_ids=ids.to(self.device), attention_mask=mask, position_ids=step_pos,
                              use_cache=True, **{self.cache_kw: cache})
             cache = _cache_of(out)
             self.stats["decode_steps"] += 1
             self.stats["decoded_rows"] += len(active)
-            self._choose(out.logits[:, -1], active)
-            positions = positions + 1
+            if width == 1:
+                self._choose(out.logits[:, -1], active)
+                positions = positions + 1
+            else:
+                kept = self._verify(out.logits, active, drafts)
+                for r, n in enumerate(kept):
+                    mask[r, mask.shape[1] - width + n:] = 0
+                positions = positions + torch.tensor(kept, device=self.device)
             keep = [r for r, c in enumerate(active) if c.finish is None]
             if len(keep) < len(active):
                 active = [active[r] for r in keep]
@@ -155,6 +189,8 @@ class Decoder:
                 cache.batch_select_indices(index)
                 mask, positions = mask[index], positions[index]
                 cache, mask = self._trim(cache, mask)
+            if width > 1:
+                cache, mask = self._compact(cache, mask)
 
     def _take(self, pending: list[_Unit], room: int) -> list[_Unit]:
         """Prompts for one prefill: longest first, while they fit and are of similar length."""
@@ -222,20 +258,88 @@ class Decoder:
             mask = mask[:, first:]
         return cache, mask
 
+    def _compact(self, cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
+        """Squeeze out the masked columns that rejected drafts left, once they are a fair share of
+        the cache: each row keeps its real columns in order, left-padded to the longest row."""
+        real = mask.sum(dim=1)
+        longest = int(real.max())
+        if mask.shape[1] - longest <= max(_HOLE_SLACK, _HOLE_SHARE * mask.shape[1]):
+            return cache, mask
+        cols = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        # real columns sort after the padding ones, each group in its own order
+        order = torch.argsort(mask.to(torch.long) * mask.shape[1] + cols, dim=1)[:, -longest:]
+        self.stats["compactions"] += 1
+        for layer in cache.layers:
+            index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+            set_layer(layer, layer.keys.gather(2, index), layer.values.gather(2, index))
+        return cache, mask.gather(1, order)
+
     # -- tokens -------------------------------------------------------------------------------
     def _choose(self, logits: torch.Tensor, chains: list[_Chain]) -> None:
         logits = logits.float()
         greedy = logits.argmax(dim=-1).tolist()
         for row, chain in enumerate(chains):
-            cfg = chain.config
-            tok = greedy[row] if cfg.temperature <= 0 else self._sample(logits[row], chain)
-            chain.out.append(int(tok))
-            if tok in self.eos:
-                chain.finish = "stop"
-            elif chain.max_stop and self._hit_stop(chain):
-                chain.finish = "stop"
-            elif len(chain.out) >= cfg.max_tokens:
-                chain.finish = "length"
+            tok = greedy[row] if chain.config.temperature <= 0 else self._sample(logits[row], chain)
+            self._push(chain, int(tok))
+
+    def _push(self, chain: _Chain, tok: int) -> None:
+        chain.out.append(tok)
+        if chain.lookup is not None:
+            chain.lookup.extend([tok])
+        if chain.shadow:
+            hit = chain.shadow[0] == tok
+            chain.agree = (1 - _AGREE_RATE) * chain.agree + _AGREE_RATE * hit
+            chain.shadow = chain.shadow[1:] if hit else []
+        if tok in self.eos:
+            chain.finish = "stop"
+        elif chain.max_stop and self._hit_stop(chain):
+            chain.finish = "stop"
+        elif len(chain.out) >= chain.config.max_tokens:
+            chain.finish = "length"
+
+    def _drafts(self, active: list[_Chain]) -> list[list[int]]:
+        """Each greedy row's prompt-lookup draft for this step, cut to the width that pays
+        (harness.backends.prompt_lookup.choose_width); all empty for a plain step."""
+        cap = draft_cap(sum(1 for c in active if c.drafts), self.prompt_lookup)
+        drafts: list[list[int]] = []
+        for c in active:
+            room = c.config.max_tokens - len(c.out)  # drafting past the budget is wasted work
+            k = min(cap, room - 1) if c.drafts else 0
+            if k <= 0:
+                drafts.append([])
+                continue
+            if c.lookup is None:
+                c.lookup = NgramIndex(c.prompt + c.out)
+            drafts.append(c.lookup.draft(k))
+        width = choose_width(drafts, [c.agree for c in active])
+        for c, d in zip(active, drafts, strict=True):
+            if d and not c.shadow:
+                c.shadow = list(d)  # checked against the coming tokens, sent or not
+        return [d[:width - 1] for d in drafts]
+
+    def _verify(self, logits: torch.Tensor, active: list[_Chain], drafts: list[list[int]]) -> list[int]:
+        """Greedy rows keep the agreed prefix of their draft and the model's next token; returns
+        how many of each row's new cache columns are real (its input token and the accepted draft)."""
+        greedy = logits.float().argmax(dim=-1).tolist()  # [rows][width]
+        kept: list[int] = []
+        for row, (chain, draft) in enumerate(zip(active, drafts, strict=True)):
+            if chain.config.temperature > 0:  # never drafted: column 0 is a one-token step
+                self._push(chain, int(self._sample(logits[row, 0].float(), chain)))
+                kept.append(1)
+                continue
+            agreed = 0
+            while agreed < len(draft) and greedy[row][agreed] == draft[agreed]:
+                agreed += 1
+            chain.shadow = list(draft)  # the sent draft is what the coming tokens are checked against
+            for tok in greedy[row][:agreed + 1]:  # the draft's agreed tokens, then the model's own
+                self._push(chain, int(tok))
+                if chain.finish is not None:
+                    break
+            chain.shadow = []
+            self.stats["drafted_tokens"] += len(draft)
+            self.stats["accepted_tokens"] += agreed
+            kept.append(1 + agreed)
+        return kept
 
     @staticmethod
     def _sample(logits: torch.Tensor, chain: _Chain) -> int:
