@@ -147,6 +147,24 @@ def test_rejected_draft_columns_are_compacted_without_changing_tokens(hf_backend
     assert [d.text for d in drafted] == [p.text for p in plain]
 
 
+def test_shared_prefix_is_prefilled_once_with_the_same_tokens(hf_backend):
+    from harness.backends.hf_generate import Decoder
+
+    system = Message("system", "You are a careful clinician. Answer in two sentences, plainly, for a patient.")
+    reqs = [GenerationRequest(messages=(system, Message("user", q)), config=GenerationConfig(max_tokens=24))
+            for q in QUESTIONS]
+    prompts = [list(hf_backend.tokenizer.encode(hf_backend._render(r), add_special_tokens=False)) for r in reqs]
+    runs = {}
+    for share in (False, True):
+        decoder = Decoder(hf_backend.model, hf_backend.tokenizer, hf_backend.device, 4, hf_backend._cache_kw,
+                          prompt_lookup=10, share_prefix=share)
+        runs[share] = ([r.text for r in decoder.run(prompts, [r.config for r in reqs])], decoder.stats)
+    assert runs[True][0] == runs[False][0]
+    n_prefix = next(i for i in range(len(prompts[0])) if any(p[i] != prompts[0][i] for p in prompts))
+    assert n_prefix > 20  # the chat template's system turn
+    assert runs[False][1]["prefill_tokens"] - runs[True][1]["prefill_tokens"] == (len(prompts) - 1) * n_prefix
+
+
 def test_ngram_index_drafts_what_followed_the_latest_occurrence():
     index = NgramIndex([5, 6, 7, 8, 9, 1, 5, 6, 7, 2, 3])
     assert index.draft(4) == []  # (2, 3) and (3,) never occurred before

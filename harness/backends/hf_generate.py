@@ -13,6 +13,8 @@ Here, instead:
   of each row, so a row's result does not depend on its batch-mates (tested against unbatched
   greedy decoding on the real model); columns that every active row pads are trimmed away;
 - identical prompts are prefilled once: the K chains of `sc@K` sample from copies of one cache;
+  the prefix that all prompts of a call share (the system prompt, an instruction, few-shot
+  examples) is prefilled once and copied into every prefill group's cache;
 - each sampled chain draws from its own `torch.Generator` seeded with its request's seed, so a
   chain is reproducible whatever else is in the batch;
 - the LM head runs only at the last prompt position during prefill;
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from transformers.cache_utils import DynamicCache
 
 from harness.backends.kv_cache import BufferCache, drop_front, set_layer, supports_buffers
 from harness.backends.prompt_lookup import NgramIndex, choose_width, draft_cap
@@ -43,6 +46,8 @@ _PAD_RATIO = 0.75
 _PAD_SLACK = 16
 # Room a cache buffer keeps for tokens to come; longer chains double it as they go.
 _MAX_RESERVE = 512
+# A shared prefix shorter than this is prefilled with each prompt (an extra pass costs more).
+_MIN_PREFIX = 8
 # Rejected draft columns stay in the cache, masked, until they are this share of its width.
 _HOLE_SHARE = 0.25
 _HOLE_SLACK = 32
@@ -93,8 +98,10 @@ class Decoder:
     """Runs generation requests (already rendered to token ids) through a causal LM."""
 
     def __init__(self, model: Any, tokenizer: Any, device: torch.device, batch_size: int,
-                 cache_kw: str = "cache", prompt_lookup: int = 0):
+                 cache_kw: str = "cache", prompt_lookup: int = 0, share_prefix: bool = True):
         self.model = model
+        self.share_prefix = share_prefix
+        self._prefix: tuple[int, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
         self.prompt_lookup = max(0, int(prompt_lookup))
         self.tokenizer = tokenizer
         self.device = device
@@ -131,6 +138,8 @@ class Decoder:
             chain.prompt = unit.prompt
         pending = sorted(units.values(), key=lambda u: -len(u.prompt))
         with torch.inference_mode():
+            if self.share_prefix:
+                self._prefill_shared_prefix([u.prompt for u in pending])
             self._loop(pending)
         return [self._result(c) for c in chains]
 
@@ -203,24 +212,49 @@ class Decoder:
             used += len(unit.chains)
         return group
 
+    def _new_cache(self, group: list[_Unit]) -> Any:
+        if self.buffers:
+            budget = max(c.config.max_tokens for u in group for c in u.chains)
+            return BufferCache(min(budget, _MAX_RESERVE))
+        return DynamicCache()
+
+    def _prefill_shared_prefix(self, prompts: list[list[int]]) -> None:
+        self._prefix = None
+        if len(prompts) < 2:
+            return
+        first, shortest = prompts[0], min(len(p) for p in prompts) - 1  # each prompt keeps a token
+        shared = next((i for i in range(shortest) if any(p[i] != first[i] for p in prompts)), shortest)
+        if shared < _MIN_PREFIX:
+            return
+        ids = torch.tensor([prompts[0][:shared]], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{self.cache_kw: DynamicCache()})
+        self.stats["prefill_tokens"] += shared
+        self.stats["padded_prefill_tokens"] += shared
+        self._prefix = (shared, [(layer.keys, layer.values) for layer in _cache_of(out).layers])
+
     def _prefill(self, group: list[_Unit]) -> tuple[Any, torch.Tensor, torch.Tensor, list[_Chain]]:
-        width = max(len(u.prompt) for u in group)
+        shared = self._prefix[0] if self._prefix else 0
+        width = max(len(u.prompt) for u in group) - shared
         ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(group), width), dtype=torch.long)
         for row, unit in enumerate(group):
-            ids[row, width - len(unit.prompt):] = torch.tensor(unit.prompt, dtype=torch.long)
-            mask[row, width - len(unit.prompt):] = 1
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            own = unit.prompt[shared:]
+            ids[row, width - len(own):] = torch.tensor(own, dtype=torch.long)
+            mask[row, width - len(own):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0) + shared
+        cache = self._new_cache(group)
+        if self._prefix:  # the shared prefix's keys and values, copied for every row
+            for i, (k, v) in enumerate(self._prefix[1]):
+                cache.update(k.expand(len(group), -1, -1, -1).contiguous(),
+                             v.expand(len(group), -1, -1, -1).contiguous(), i)
+            mask = torch.cat([mask.new_ones((len(group), shared)), mask], dim=1)
         ids, mask, pos = ids.to(self.device), mask.to(self.device), pos.to(self.device)
-        self.stats["prefill_tokens"] += sum(len(u.prompt) for u in group)
+        self.stats["prefill_tokens"] += sum(len(u.prompt) - shared for u in group)
         self.stats["padded_prefill_tokens"] += width * len(group)
         kwargs: dict[str, Any] = {"input_ids": ids, "position_ids": pos, "use_cache": True,
-                                  "logits_to_keep": 1}
-        if len(group) > 1:
+                                  "logits_to_keep": 1, self.cache_kw: cache}
+        if len(group) > 1 or shared:
             kwargs["attention_mask"] = mask
-        if self.buffers:
-            budget = max(c.config.max_tokens for u in group for c in u.chains)
-            kwargs[self.cache_kw] = BufferCache(min(budget, _MAX_RESERVE))
         out = self.model(**kwargs)
         cache = _cache_of(out)
         rows = [r for r, u in enumerate(group) for _ in u.chains]

@@ -54,12 +54,16 @@ def draft_cap(rows: int, limit: int) -> int:
 
 def step_cost(token_rows: int) -> float:
     """Time of a decode step feeding `token_rows` tokens, in one-row steps. Fitted to the default
-    model on the 2-core CPU (float32, 1 thread, 250-token context: 1 row 130 ms, 3 rows 195 ms,
-    8 rows 230 ms; 1 row + 3 drafts 240 ms, + 10 drafts 290 ms; 8 rows + 1 draft 400 ms): MKL
-    reads the weights as a vector product for one row and packs them for more. Elsewhere (a GPU,
-    where steps cost the same up to many rows) the model is pessimistic, so drafting is rarer
-    than it could be, never wrong."""
-    return 1.0 if token_rows <= 1 else 1.4 + token_rows / 12
+    model on the 2-core CPU (float32, 1 thread, 250-token context): 1 row 130 ms; 3 rows 195 ms,
+    8 rows 230 ms (MKL reads the weights as a vector product for one row and packs them for
+    more); 1 row + 3 drafts 240 ms, + 10 drafts 290 ms; 8 rows + 1 draft 400 ms. On a GPU, where
+    steps cost about the same up to many rows, the model is pessimistic: it drafts less than it
+    could, never wrongly."""
+    if token_rows <= 1:
+        return 1.0
+    if token_rows <= 8:
+        return 1.4 + 0.05 * token_rows
+    return 1.8 + 0.16 * (token_rows - 8)
 
 
 def expected_accepted(k: int, agree: float) -> float:
