@@ -111,7 +111,7 @@ def test_without_partial_a_grader_failure_leaves_the_example_unscored(tmp_path: 
     assert res.metrics["rubric_score"]["details"]["jury"]["graders"]["grader"]["rubric_score"]["n_unscored"] == 0
 
 
-def test_a_grader_of_the_candidates_family_is_flagged(tmp_path: Path) -> None:
+def test_a_grader_of_the_candidates_family_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     res, _ = run(tmp_path, {"grader": ScriptedBackend(GRADERS["never met"]),
                             "grader_2": ScriptedBackend(GRADERS["never met"])},
                  names={"grader": "gpt-4o", "grader_2": "HuggingFaceTB/SmolLM2-1.7B-Instruct"})
@@ -121,6 +121,10 @@ def test_a_grader_of_the_candidates_family_is_flagged(tmp_path: Path) -> None:
     assert line.startswith(f"{KEY}: a jury of 2 graders (rubric_score is their mean): grader 0.000 [0.000, 0.000]")
     assert "Krippendorff's alpha (nominal, 59 items): n/a" in line  # one value throughout: undefined
     assert line.endswith("same family as the candidate: grader_2 (smollm)")
+    from harness.cli.app import main
+
+    assert main(["show", str(tmp_path / "run")]) == 0  # `harness show` prints the same line
+    assert line in capsys.readouterr().out
     ideal, _ = run(tmp_path, {"grader": ScriptedBackend(GRADERS["never met"]),
                               "grader_2": ScriptedBackend(GRADERS["never met"])}, protocol="rubric_ideal",
                    names={"grader": "gpt-4o", "grader_2": "HuggingFaceTB/SmolLM2-1.7B-Instruct"}, name="ideal")

@@ -279,6 +279,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     record = read_record(Path(args.run))
     print(format_record(record))
+    for line in jury_lines(record):
+        print(line)
     folder = RunFolder(Path(args.run))
     if record.status != "finished" and folder.samples_path.is_file():  # what a partial run has scored
         for line in partial_lines(record, folder.read_samples()):

@@ -90,6 +90,11 @@ class Protocol:
         """Roles of the auxiliary models this protocol sends RoutedRequests to, in this run."""
         return ()
 
+    def finish_extra(self, extra: dict[str, Any], candidate: str | None) -> dict[str, Any]:
+        """The task record's `extra` block once the task is scored, now that the candidate model
+        is known (e.g. a jury flags graders of the candidate's family). Default: unchanged."""
+        return extra
+
     def absorbs_failure(self, request: Request, ctx: PromptContext) -> bool:
         """Whether this protocol handles a failure of `request` itself (a RequestFailure left after
         the backend's bounded retries, or a request too long for its model): the failure reaches

@@ -269,6 +269,27 @@ class RubricProtocol(Protocol):
                             "judges_the_model": self.responses == "model"}  # not the physicians' texts
         return info
 
+    def finish_extra(self, extra: dict[str, Any], candidate: str | None) -> dict[str, Any]:
+        """A jury's graders of the candidate's model family, flagged in the "jury" block
+        (self-preference bias); None / "default" is the embedded default model. A jury that
+        grades stored texts (`judges_the_model` false: e.g. physicians' completions) flags none."""
+        jury = extra.get("jury")
+        if not isinstance(jury, dict):
+            return extra
+        from harness.backends.models import DEFAULT_MODEL_NAME  # lazily: keeps protocol imports light
+        from harness.scoring.jury import same_family
+
+        flags = []
+        if jury.get("judges_the_model", True):
+            aux = extra.get("aux_models") or {}
+            cand = DEFAULT_MODEL_NAME if candidate in (None, "default") else str(candidate)
+            for role in jury.get("graders", ()):
+                name = (aux.get(role) or {}).get("name") or "default"
+                shared = same_family(DEFAULT_MODEL_NAME if name == "default" else name, cand)
+                if shared:
+                    flags.append({"grader": role, "model": name, "families": list(shared)})
+        return {**extra, "jury": {**jury, "same_family_as_candidate": flags}}
+
     def _response(self, sample: Sample, results: Sequence[Any]) -> str | None:
         if self.responses == "ideal":
             return sample.target if isinstance(sample.target, str) else None

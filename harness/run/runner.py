@@ -31,7 +31,7 @@ from harness.run.config import RunConfig
 from harness.run.execution import ProgressFactory, check_capabilities, execute_task
 from harness.run.folder import RunFolder, SampleLog
 from harness.run.planning import TaskPlan, plan_run
-from harness.run.records import ModelInfo, RunRecord, TaskResult, environment, git_commit, this_process
+from harness.run.records import ModelInfo, RunRecord, environment, git_commit, this_process
 from harness.types import ModelBackend, stable_hash
 
 __all__ = ["ProgressFactory", "Runner", "new_record", "open_aux_models"]
@@ -148,8 +148,9 @@ class Runner:
                     started = time.monotonic()
                     execute_task(plan, backends, sample_log, chunk_size=self.chunk_size, progress=self.progress)
                     duration = task_seconds(plan, sample_log, time.monotonic() - started)
-                    record.tasks[plan.key] = flag_same_family(task_result(plan, sample_log, duration, aux_info),
-                                                              config.model)
+                    result = task_result(plan, sample_log, duration, aux_info)
+                    extra = plan.protocol.finish_extra(result.extra, config.model)
+                    record.tasks[plan.key] = result.model_copy(update={"extra": extra})
                     if model.cached is not None:
                         record.cache = {"path": str(config.cache), **model.cache_stats()}
                     record.requests = model.request_stats()
@@ -161,30 +162,6 @@ class Runner:
                 folder.write_record(record)
                 raise
         return record
-
-
-def flag_same_family(result: TaskResult, candidate: str | None) -> TaskResult:
-    """A jury's graders (a task's extra "jury" block) of the candidate's model family, flagged
-    in that block (self-preference bias); None / "default" is the embedded default model. A jury
-    that grades stored texts (`judges_the_model` false: e.g. physicians' completions) flags none."""
-    jury = result.extra.get("jury")
-    if not isinstance(jury, dict):
-        return result
-    if not jury.get("judges_the_model", True):
-        return result.model_copy(update={"extra": {**result.extra, "jury": {**jury, "same_family_as_candidate": []}}})
-    from harness.backends.models import DEFAULT_MODEL_NAME
-    from harness.scoring.jury import same_family
-
-    aux = result.extra.get("aux_models") or {}
-    flags = []
-    for role in jury.get("graders", ()):
-        name = (aux.get(role) or {}).get("name") or "default"
-        shared = same_family(DEFAULT_MODEL_NAME if name == "default" else name,
-                             DEFAULT_MODEL_NAME if candidate in (None, "default") else str(candidate))
-        if shared:
-            flags.append({"grader": role, "model": name, "families": list(shared)})
-    extra = {**result.extra, "jury": {**jury, "same_family_as_candidate": flags}}
-    return result.model_copy(update={"extra": extra})
 
 
 def task_seconds(plan: TaskPlan, sample_log: SampleLog, session: float) -> float:
