@@ -400,3 +400,34 @@ def test_run_record_carries_the_url_and_sha256(server: Server, rows: bytes, tmp_
     # the content, wherever it came from: the same file read locally is the same task
     assert (local_res.data_fingerprint, local_res.task_fingerprint) == (remote_res.data_fingerprint,
                                                                         remote_res.task_fingerprint)
+
+
+def test_run_flag_allows_an_unpinned_source(server: Server, rows: bytes, tmp_path: Path) -> None:
+    """`harness run --allow-unpinned` (the flag, not the environment) reaches the planner, which then
+    reads an unpinned url source; without it planning stops before any download, naming the opt-ins."""
+    from harness.cli.app import build_parser
+    from harness.run.catalog import load_catalog as catalog_of
+    from harness.run.config import AuxModel, RunConfig
+    from harness.run.planning import plan_run
+
+    family = yaml.safe_load((ROOT / "tasks" / "healthbench.yaml").read_text())
+    task = {**family["defaults"], **family["tasks"][0], "task": "healthbench_unpinned"}
+    task["splits"]["test"]["url"].update(url=server.url(f"/hb/{NAME}"), sha256=None, git_blob=None, bytes=None)
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "unpinned.yaml").write_text(yaml.safe_dump(task))
+
+    def config(allow: bool) -> RunConfig:
+        return RunConfig(tasks=("healthbench_unpinned",), data_source="hub", output=tmp_path / "run", cache=None,
+                         task_dirs=(tasks,), allow_unpinned=allow,
+                         aux_models={"grader": AuxModel(backend="scripted", model="grader-x")})
+
+    catalog = catalog_of((tasks,))
+    with pytest.raises(HarnessError, match=r"has no pin.*harness run --allow-unpinned"):
+        plan_run(config(False), catalog)
+    assert server.hits == []
+    (plan,) = plan_run(config(True), catalog)
+    assert len(plan.samples) == 2 and plan.data_extra["remote"]["verified_by"] == "unpinned (allowed)"
+    assert "allow_unpinned" not in config(True).identity()  # a permission, not part of the run's identity
+    args = build_parser().parse_args(["run", "--tasks", "healthbench_unpinned", "--allow-unpinned"])
+    assert args.allow_unpinned is True

@@ -160,6 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         lmeval_include=args.lmeval_include, aux_models=_aux_models(args), sft_recipe=_sft_recipe(args),
         rubric=_rubric_options(args),
         **({"dedup": True} if args.dedup else {}), **({"truncate": args.truncate} if args.truncate else {}),
+        **({"allow_unpinned": True} if args.allow_unpinned else {}),
     )
     if args.extractor:  # --extractor model without --extractor-model: the embedded default model reads
         fields["extractor"] = args.extractor
@@ -351,6 +352,9 @@ def add_commands(sub: Any) -> None:
                      help="--executor ray: retries of a shard whose worker or node died (default 3)")
     run.add_argument("--dedup", action="store_true",
                      help="score each exact duplicate record of a data file once (default: both, with a warning)")
+    run.add_argument("--allow-unpinned", action="store_true",
+                     help="read a url data source that has no pinned checksum, with a warning giving the sha256 "
+                     "read (default: refuse; or MEDLLM_HARNESS_ALLOW_UNPINNED=1)")
     run.add_argument("--truncate", choices=["left", "middle"],
                      help="cut prompts longer than the model's context (default: leave those samples unscored)")
     run.add_argument("--allow-unscored", action="store_true",

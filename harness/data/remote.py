@@ -153,7 +153,8 @@ def fetch(src: UrlSource, *, context: str, hint: str, allow_unpinned: bool | Non
     if not src.pinned and not allow_unpinned:
         raise HarnessError(
             f"{context}: {src.url} has no pin (sha256: null and no git_blob): refusing unverified data; "
-            f"add its sha256, or opt in with {ALLOW_UNPINNED_ENV}=1 to read it unverified"
+            f"add its sha256, or opt in with `harness run --allow-unpinned` or {ALLOW_UNPINNED_ENV}=1 to read "
+            "it unverified"
         )
     path = cache_path(src.url)
     if path.is_file():

@@ -104,6 +104,10 @@ class RunConfig(BaseModel):
         default=False, description="Score each exact duplicate record of a data file once (default: score both, "
         "warn and record the duplicate lines in the task's record).",
     )
+    allow_unpinned: bool = Field(
+        default=False, description="Read a `url` data source that has no pinned checksum (warns with the sha256 it "
+        "read, which the record keeps); default: refuse, unless MEDLLM_HARNESS_ALLOW_UNPINNED=1.",
+    )
     truncate: Literal["left", "middle"] | None = Field(
         default=None, description="A prompt longer than the model's context: None = leave the sample unscored "
         "('prompt exceeds context'); 'left' drops its start, 'middle' its middle (counted per sample).",
@@ -145,7 +149,8 @@ class RunConfig(BaseModel):
 
     def identity(self) -> dict[str, Any]:
         """The fields a resumed run must share with the interrupted one."""
-        exclude = {"output", "cache", "data_dir", "max_attempts"}
+        # allow_unpinned is a permission: the sha256 of what was read is in the task's record
+        exclude = {"output", "cache", "data_dir", "max_attempts", "allow_unpinned"}
         if not self.aux_models:  # keeps the identity (and default run folder) of earlier runs
             exclude.add("aux_models")
         if self.extractor is None:

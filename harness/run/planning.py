@@ -81,7 +81,8 @@ def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind, protocol_na
     if config.extractor is not None:  # --extractor: instead of the task's own `extractor:`
         EXTRACTORS.get(config.extractor)  # an unknown name: one line with "did you mean"
         options = options.model_copy(update={"extractor": config.extractor})
-    data = read_split(spec, spec.eval_split, source, config.data_dir, dedup=config.dedup)
+    unpinned = True if config.allow_unpinned else None  # None: $MEDLLM_HARNESS_ALLOW_UNPINNED decides
+    data = read_split(spec, spec.eval_split, source, config.data_dir, dedup=config.dedup, allow_unpinned=unpinned)
     samples = data.samples
     if config.limit is not None:
         samples = samples[: config.limit]
@@ -90,7 +91,7 @@ def plan_task(spec: TaskSpec, config: RunConfig, source: SourceKind, protocol_na
     if config.num_fewshot > 0:
         if fewshot is None:
             raise HarnessError(f"task {spec.task!r} defines no few-shot split")
-        pool = tuple(load_split(spec, fewshot.split, source, config.data_dir))
+        pool = tuple(load_split(spec, fewshot.split, source, config.data_dir, allow_unpinned=unpinned))
         fewshot = fewshot.model_copy(update={"seed": config.seed})
     settings = {"rubric": config.rubric.model_dump(mode="json")} if config.rubric is not None else {}
     ctx = PromptContext(FORMATS.get(spec.format), options, config.num_fewshot, pool, fewshot,
