@@ -197,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="CPU threads of every system (default 1)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--no-llama", action="store_true", help="skip the llama.cpp server row")
+    p.add_argument("--no-lmeval", action="store_true", help="skip the lm-eval row (e.g. with --ablate)")
+    p.add_argument("--ablate", action="store_true",
+                   help="add a row of ours without prompt-lookup drafts (--model-args prompt_lookup=0)")
     p.add_argument("--sc", type=int, default=20, help="MedQA questions for sc@5 vs cot (0 skips; default 20)")
     p.add_argument("--markdown", type=Path, help="also write the tables here")
     p.add_argument("--workdir", type=Path, help="keep run folders and logs here")
@@ -209,14 +212,20 @@ def main(argv: list[str] | None = None) -> int:
         ids, prompts, max_tokens = plan_prompts(dataset, args.n, args.data_dir)
         extra = ["--model-args", "dtype=float32"]
         ours, ours_out = run_ours(dataset, args.n, args, work, "harness run (hf)", extra)
-        lm, lm_out = run_lmeval(dataset, prompts, max_tokens, args, work, "<|im_end|>")
         ref = [ours_out.get(i, "") for i in ids]
-        for row, outs in ((ours, ref), (lm, lm_out)):
+        others: list[tuple[Row, list[str]]] = []
+        if args.ablate:
+            off, off_out = run_ours(dataset, args.n, args, work, "harness run (hf, prompt_lookup=0)",
+                                    ["--model-args", "dtype=float32,prompt_lookup=0"])
+            others.append((off, [off_out.get(i, "") for i in ids]))
+        if not args.no_lmeval:
+            others.append(run_lmeval(dataset, prompts, max_tokens, args, work, "<|im_end|>"))
+        for row, outs in ((ours, ref), *others):
             if row.ok and outs:
                 row.tokens = count_tokens(outs)
                 row.identical = sum(same(a, b) for a, b in zip(outs, ref, strict=True)) / len(ref)
             row.note = row.note or f"max_tokens {max_tokens}"
-        rows += [ours, lm]
+        rows += [ours, *(row for row, _ in others)]
         if not args.no_llama:
             rows.append(run_llama(dataset, args, work, ids, ref, max_tokens))
     table = format_rows(rows)
