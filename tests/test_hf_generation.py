@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness.backends import hf_generate
+from harness.backends import kv_cache
 from harness.backends.dtypes import resolve_dtype, slow_dtype_reason
 from harness.backends.prompt_lookup import NgramIndex, draft_cap
 from harness.run.threads import apply_threads, default_threads, thread_settings
@@ -140,8 +140,8 @@ def test_prompt_lookup_stops_exactly_at_budget_and_stop_string(hf_backend):
 def test_rejected_draft_columns_are_compacted_without_changing_tokens(hf_backend, monkeypatch):
     reqs = _copy_requests(GenerationConfig(max_tokens=48))
     plain, _ = _generate_with(hf_backend, reqs, 0)
-    monkeypatch.setattr(hf_generate, "_HOLE_SLACK", 0)
-    monkeypatch.setattr(hf_generate, "_HOLE_SHARE", 0.0)  # compact after every drafted step
+    monkeypatch.setattr(kv_cache, "HOLE_SLACK", 0)
+    monkeypatch.setattr(kv_cache, "HOLE_SHARE", 0.0)  # compact after every drafted step
     drafted, stats = _generate_with(hf_backend, reqs, 10)
     assert stats["compactions"] > 0
     assert [d.text for d in drafted] == [p.text for p in plain]

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache
 
-from harness.backends.kv_cache import BufferCache, drop_front, set_layer, supports_buffers
+from harness.backends.kv_cache import BufferCache, compact_holes, merge_rows, supports_buffers, trim_front
 from harness.backends.prompt_lookup import NgramIndex, choose_width, draft_cap
 from harness.types import GenerationConfig, GenerationResult
 
@@ -48,9 +48,6 @@ _PAD_SLACK = 16
 _MAX_RESERVE = 512
 # A shared prefix shorter than this is prefilled with each prompt (an extra pass costs more).
 _MIN_PREFIX = 8
-# Rejected draft columns stay in the cache, masked, until they are this share of its width.
-_HOLE_SHARE = 0.25
-_HOLE_SLACK = 32
 # Weight of the latest draft token in a chain's agreement estimate.
 _AGREE_RATE = 0.2
 
@@ -84,14 +81,6 @@ class _Unit:
 def _cache_of(out: Any) -> Any:
     cache = getattr(out, "past_key_values", None)
     return cache if cache is not None else out.cache
-
-
-def _left_pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
-    if n == 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = n
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
 class Decoder:
@@ -159,7 +148,7 @@ class Decoder:
                         cache, mask, positions, active = new_cache, new_mask, new_pos, new_chains
                     else:
                         assert mask is not None and positions is not None
-                        cache, mask = self._merge(cache, mask, new_cache, new_mask)
+                        cache, mask = merge_rows(cache, mask, new_cache, new_mask)
                         positions = torch.cat([positions, new_pos])
                         active = active + new_chains
                 continue  # fill more free slots before the next decode step
@@ -197,9 +186,10 @@ class Decoder:
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
                 mask, positions = mask[index], positions[index]
-                cache, mask = self._trim(cache, mask)
+                cache, mask = trim_front(cache, mask)
             if width > 1:
-                cache, mask = self._compact(cache, mask)
+                cache, mask, squeezed = compact_holes(cache, mask)
+                self.stats["compactions"] += squeezed
 
     def _take(self, pending: list[_Unit], room: int) -> list[_Unit]:
         """Prompts for one prefill: longest first, while they fit and are of similar length."""
@@ -269,44 +259,6 @@ class Decoder:
         if len(live) < len(chains):
             cache.batch_select_indices(keep)
         return cache, mask[index][keep], positions[keep], [chains[j] for j in live]
-
-    def _merge(self, cache: Any, mask: torch.Tensor, new_cache: Any,
-               new_mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        """Append the rows of `new_cache` to `cache`, left-padding the shorter one in time."""
-        width = max(mask.shape[1], new_mask.shape[1])
-        pad_old, pad_new = width - mask.shape[1], width - new_mask.shape[1]
-        for old, new in zip(cache.layers, new_cache.layers, strict=True):
-            set_layer(old, torch.cat([_left_pad(old.keys, pad_old, 2), _left_pad(new.keys, pad_new, 2)]),
-                      torch.cat([_left_pad(old.values, pad_old, 2), _left_pad(new.values, pad_new, 2)]))
-        mask = torch.cat([_left_pad(mask, pad_old, 1), _left_pad(new_mask, pad_new, 1)])
-        return cache, mask
-
-    @staticmethod
-    def _trim(cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        """Drop the leading columns that every row pads (left after the longest rows finished)."""
-        real = mask.any(dim=0).nonzero()
-        first = int(real[0]) if len(real) else 0
-        if first > 0:
-            for layer in cache.layers:
-                drop_front(layer, first)
-            mask = mask[:, first:]
-        return cache, mask
-
-    def _compact(self, cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
-        """Squeeze out the masked columns that rejected drafts left, once they are a fair share of
-        the cache: each row keeps its real columns in order, left-padded to the longest row."""
-        real = mask.sum(dim=1)
-        longest = int(real.max())
-        if mask.shape[1] - longest <= max(_HOLE_SLACK, _HOLE_SHARE * mask.shape[1]):
-            return cache, mask
-        cols = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-        # real columns sort after the padding ones, each group in its own order
-        order = torch.argsort(mask.to(torch.long) * mask.shape[1] + cols, dim=1)[:, -longest:]
-        self.stats["compactions"] += 1
-        for layer in cache.layers:
-            index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
-            set_layer(layer, layer.keys.gather(2, index), layer.values.gather(2, index))
-        return cache, mask.gather(1, order)
 
     # -- tokens -------------------------------------------------------------------------------
     def _choose(self, logits: torch.Tensor, chains: list[_Chain]) -> None:

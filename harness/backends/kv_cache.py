@@ -10,6 +10,10 @@ select rows, append rows and trim leading padding.
 
 Only for models whose layers are all full attention (sliding-window and linear-attention layers
 keep transformers' own cache classes).
+
+The row operations of the decode loop work on either kind of cache with its attention mask
+([rows, columns], 1 = a real token): append rows, drop the leading columns every row pads, and
+squeeze out the masked columns that rejected drafts leave inside rows.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ from typing import Any
 
 import torch
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
+
+# Rejected draft columns stay in the cache, masked, until they are this share of its width.
+HOLE_SHARE = 0.25
+HOLE_SLACK = 32
 
 
 class BufferLayer(DynamicLayer):
@@ -117,3 +125,48 @@ def drop_front(layer: Any, n: int) -> None:
         layer.drop_front(n)
     else:
         layer.keys, layer.values = layer.keys[:, :, n:], layer.values[:, :, n:]
+
+
+def _left_pad(t: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    if n == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = n
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def merge_rows(cache: Any, mask: torch.Tensor, new_cache: Any, new_mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """Append the rows of `new_cache` to `cache`, left-padding the shorter one in time."""
+    width = max(mask.shape[1], new_mask.shape[1])
+    pad_old, pad_new = width - mask.shape[1], width - new_mask.shape[1]
+    for old, new in zip(cache.layers, new_cache.layers, strict=True):
+        set_layer(old, torch.cat([_left_pad(old.keys, pad_old, 2), _left_pad(new.keys, pad_new, 2)]),
+                  torch.cat([_left_pad(old.values, pad_old, 2), _left_pad(new.values, pad_new, 2)]))
+    return cache, torch.cat([_left_pad(mask, pad_old, 1), _left_pad(new_mask, pad_new, 1)])
+
+
+def trim_front(cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """Drop the leading columns that every row pads (left after the longest rows finished)."""
+    real = mask.any(dim=0).nonzero()
+    first = int(real[0]) if len(real) else 0
+    if first > 0:
+        for layer in cache.layers:
+            drop_front(layer, first)
+        mask = mask[:, first:]
+    return cache, mask
+
+
+def compact_holes(cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor, bool]:
+    """Squeeze out masked columns once they are a fair share of the cache (HOLE_SHARE, HOLE_SLACK):
+    each row keeps its real columns in order, left-padded to the longest row. The flag says
+    whether it did."""
+    longest = int(mask.sum(dim=1).max())
+    if mask.shape[1] - longest <= max(HOLE_SLACK, HOLE_SHARE * mask.shape[1]):
+        return cache, mask, False
+    cols = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    # real columns sort after the padding ones, each group in its own order
+    order = torch.argsort(mask.to(torch.long) * mask.shape[1] + cols, dim=1)[:, -longest:]
+    for layer in cache.layers:
+        index = order[:, None, :, None].expand(-1, layer.keys.shape[1], -1, layer.keys.shape[3])
+        set_layer(layer, layer.keys.gather(2, index), layer.values.gather(2, index))
+    return cache, mask.gather(1, order), True
