@@ -127,7 +127,7 @@ class Decoder:
             chain.prompt = unit.prompt
         pending = sorted(units.values(), key=lambda u: -len(u.prompt))
         with torch.inference_mode():
-            if self.share_prefix:
+            if self.share_prefix and self.buffers:  # copying a prefix's keys: full-attention layers only
                 self._prefill_shared_prefix([u.prompt for u in pending])
             self._loop(pending)
         return [self._result(c) for c in chains]
@@ -206,7 +206,7 @@ class Decoder:
         if self.buffers:
             budget = max(c.config.max_tokens for u in group for c in u.chains)
             return BufferCache(min(budget, _MAX_RESERVE))
-        return DynamicCache()
+        return DynamicCache(config=self.model.config)  # sliding-window / linear-attention layers as the model has them
 
     def _prefill_shared_prefix(self, prompts: list[list[int]]) -> None:
         self._prefix = None
@@ -316,12 +316,14 @@ class Decoder:
             agreed = 0
             while agreed < len(draft) and greedy[row][agreed] == draft[agreed]:
                 agreed += 1
-            chain.shadow = list(draft)  # the sent draft is what the coming tokens are checked against
+            if draft:
+                chain.shadow = list(draft)  # the sent draft is what the coming tokens are checked against
             for tok in greedy[row][:agreed + 1]:  # the draft's agreed tokens, then the model's own
                 self._push(chain, int(tok))
                 if chain.finish is not None:
                     break
-            chain.shadow = []
+            if draft:
+                chain.shadow = []
             self.stats["drafted_tokens"] += len(draft)
             self.stats["accepted_tokens"] += agreed
             kept.append(1 + agreed)
