@@ -53,12 +53,13 @@ def draft_cap(rows: int, limit: int) -> int:
 
 
 def step_cost(token_rows: int) -> float:
-    """Time of a decode step feeding `token_rows` tokens, in one-row steps. Fitted to the default
-    model on the 2-core CPU (float32, 1 thread, 250-token context): 1 row 130 ms; 3 rows 195 ms,
-    8 rows 230 ms (MKL reads the weights as a vector product for one row and packs them for
-    more); 1 row + 3 drafts 240 ms, + 10 drafts 290 ms; 8 rows + 1 draft 400 ms. On a GPU, where
-    steps cost about the same up to many rows, the model is pessimistic: it drafts less than it
-    could, never wrongly."""
+    """Time of a decode step feeding `token_rows` tokens, in one-row steps, fitted to the default
+    model on the 2-core CPU (`python benchmarks/decode_step_cost.py`: float32, 1 thread,
+    250-token context; 1 row 94 ms, 3 rows 178 ms, 8 rows 206 ms, as MKL reads the weights as a
+    vector product for one row and packs them for more; 1 row + 10 drafts 191 ms, 3 rows + 4
+    drafts 305 ms, 8 rows + 1 draft 319 ms), a little pessimistic there. On a GPU, where steps
+    cost about the same up to many rows, it is more so: it drafts less than it could, never
+    wrongly."""
     if token_rows <= 1:
         return 1.0
     if token_rows <= 8:
