@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 
 from harness.protocols.answer_forms import Core, json_answer, marked_option, retraction
 from harness.protocols.answer_patterns import (
-    _ABBREVIATIONS,
     _CJK_NUMBERS,
     _CJK_ORDINAL,
     _CONCLUSION,
@@ -47,7 +46,6 @@ from harness.protocols.answer_patterns import (
     _LOOKBACK,
     _NAME_BEFORE,
     _NEG_AFTER,
-    _NEG_BEFORE,
     _NUMBER,
     _OPTION_NUMBER,
     _ORDINAL_WORD,
@@ -66,6 +64,8 @@ from harness.protocols.answer_patterns import (
     _Hit,
     _Question,
 )
+from harness.protocols.hedges import hypothetical, negated
+from harness.protocols.option_words import near_option
 from harness.registry import Registry
 
 Extractor = Callable[[str, tuple[str, ...], tuple[str, ...]], Extraction]
@@ -167,27 +167,6 @@ def _resolve(s: str, m: re.Match[str], q: _Question, mode: Mode) -> int | None:
     return idx
 
 
-_IF = re.compile(r"\b(?:if|assuming|suppose|supposing|unless|hypothetically|imagine|"
-                 r"were[ \t]+(?:it|this|the|she|he))\b", _I)
-_WOULD = re.compile(r"\b(?:would|could|might)\b|'d\b", _I)
-
-
-_IF_AFTER = re.compile(r"\b(?:if|unless|were[ \t]+it[ \t]+not|had[ \t]+it[ \t]+not)\b", _I)
-
-
-def _hypothetical(s: str, start: int, end: int) -> bool:
-    """Whether a statement sits in a conditional: "If it were a child, the answer would be A",
-    "Ibuprofen would be first line if not for the ulcer"."""
-    sentence = max(s.rfind(c, 0, start) for c in ".!?\n;") + 1
-    before = _IF.search(s, sentence, start)
-    if before is not None and _WOULD.search(s, before.end(), end) is not None:
-        return True
-    ends = [i for i in (s.find(c, end) for c in ".!?\n;") if i >= 0]
-    clause_end = min(ends) if ends else len(s)
-    would = _WOULD.search(s, end, clause_end)
-    return would is not None and _IF_AFTER.search(s, would.end(), clause_end) is not None
-
-
 def _numbered(s: str, pos: int, q: _Question) -> tuple[int, int] | None:
     """An option number at `pos` ("Answer: 4"), OUTSIDE past the last option; None if there is none
     or an option's text holds a number (then "4" may be a value, not the fourth option)."""
@@ -233,7 +212,7 @@ def _explicit_hits(s: str, q: _Question) -> list[_Hit]:
         joined = before is not None and re.search(rf"(?:{q.token.pattern})[ \t]*$", s[window : before.start()], _I)
         hits.append(_Hit(m.start(), m.end(), AMBIGUOUS if joined else q.index(m.group("lab")), "label_first"))
     # "If it were a child, the answer would be A ... so D": the conditional is no commitment.
-    hits = [h for h in hits if not _hypothetical(s, h.start, h.end)]
+    hits = [h for h in hits if not hypothetical(s, h.start, h.end)]
     return sorted(hits, key=lambda h: (h.start, h.end))
 
 
@@ -248,14 +227,6 @@ def _line_leads(s: str, q: _Question) -> list[_Hit]:
     return hits
 
 
-_NON_BEFORE = re.compile(r"\bnon[ \t]*-?[ \t]*$", _I)  # "Non-Heliobacter pylori infection" is not option C
-
-
-def _negated(s: str, start: int, end: int) -> bool:
-    return bool(_NEG_BEFORE.search(s, max(0, start - _LOOKBACK), start) or _NEG_AFTER.match(s, end)
-                or _NON_BEFORE.search(s, max(0, start - 8), start))
-
-
 def _mentions(s: str, q: _Question) -> Extraction:
     """One label or option text named in running text; negated ones ("not B") do not count."""
     spans = [(m.start(), m.end(), i) for i, pattern in q.options for m in pattern.finditer(s)]
@@ -263,14 +234,14 @@ def _mentions(s: str, q: _Question) -> Extraction:
     # A longer option containing a shorter one ("Aspirin plus clopidogrel", "Aspirin") wins.
     for start, end, i in spans:
         inside = any(a <= start and end <= b and b - a > end - start for a, b, _ in spans)
-        if not inside and not _negated(s, start, end) and not _hypothetical(s, start, end):
+        if not inside and not negated(s, start, end) and not hypothetical(s, start, end):
             found.add(i)
     from_label = False
     for m in q.mention.finditer(s):
         if any(a <= m.start("lab") < b for a, b, _ in spans):
             continue  # a letter inside an option's text ("Hepatitis B vaccination")
         idx = _resolve(s, m, q, "running")
-        if idx is None or _negated(s, m.start(), m.end()) or _hypothetical(s, m.start(), m.end()):
+        if idx is None or negated(s, m.start(), m.end()) or hypothetical(s, m.start(), m.end()):
             continue
         if idx < 0:
             return Extraction(None, "conflict" if idx == CONFLICT else "ambiguous_labels")
@@ -280,60 +251,12 @@ def _mentions(s: str, q: _Question) -> Extraction:
         return Extraction(found.pop(), "label_mention" if from_label else "option_text")
     if found:
         return Extraction(None, "ambiguous_labels" if from_label else "ambiguous_options")
-    near = _near_option(s, q) if not spans else None  # an option named exactly but negated stays so
+    near = near_option(s, q) if not spans else None  # an option named exactly but negated stays so
     if near is not None:
         return Extraction(near, "near_option_text")
     if _UNSURE.search(s):
         return Extraction(None, "unsure")
     return Extraction(None, "no_label")
-
-
-_STOPWORDS = frozenset(
-    "a an the of to in on for with and or is are was were be been this that these it its his her their "
-    "patient patients most likely best next step should would will can may has have had as by at from "
-    "answer option choice correct i we you he she they do does".split()
-)
-_NEGATING = re.compile(r"\b(?:not|no|never|none|neither|nor|except|rather|instead|unlikely|excluded|without|avoid\w*|"
-                       r"contraindicated|stop|discontinue|withhold)\b|n't\b", _I)
-_NEAR_MAX_WORDS = 20  # only a short reply is matched to an option by its words
-_NEAR_RECALL = 0.6  # share of the option's words the reply must hold
-
-
-def _content_words(text: str) -> set[str]:
-    """Words that carry meaning, singular, abbreviations expanded; a capital single letter kept
-    ("type A")."""
-    out: set[str] = set()
-    for w in re.findall(r"[^\W_]+", text):
-        if len(w) == 1 and w.isupper():
-            out.add(w)
-            continue
-        low = w.lower()
-        if low in _STOPWORDS:
-            continue
-        for part in (_ABBREVIATIONS[low][0].split() if low in _ABBREVIATIONS else [low]):
-            out.add(re.sub(r"(?:es|s)$", "", part) if len(part) > 4 else part)
-    return out
-
-
-def _near_option(s: str, q: _Question) -> int | None:
-    """The one option a short reply names in other words ("Give intravenous fluids" for
-    "Administer the intravenous fluids", "Subacute thyroiditis" for "Subacute granulomatous
-    thyroiditis"): it holds words of that option that no other option has, none of any other
-    option's own, most of that option's words, and it negates nothing."""
-    if len(s.split()) > _NEAR_MAX_WORDS or _NEGATING.search(s) or _UNSURE.search(s):
-        return None
-    reply = _content_words(s)
-    words = {i: _content_words(q.choices[i]) for i, _ in q.options}
-    # an option's own words (no other option has them) decide which option the reply names
-    named = []
-    for i, own in words.items():
-        others = set().union(*(w for j, w in words.items() if j != i))
-        if own & reply - others:
-            named.append(i)
-    if len(named) != 1:
-        return None
-    i = named[0]
-    return i if len(words[i] & reply) / len(words[i]) >= _NEAR_RECALL else None
 
 
 def _agree(hits: Sequence[_Hit]) -> int | str:
