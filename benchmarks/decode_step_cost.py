@@ -4,7 +4,9 @@ source of harness.backends.prompt_lookup.step_cost). Run on demand (not in CI).
 
 Each case prefills `--context` random tokens per row into the hf backend's buffer cache, then
 times `--steps` decode steps that feed every row `width` tokens (1 = a plain step; more = a
-row's last token plus width - 1 draft tokens), best of the steps after two warm-up steps.
+row's last token plus width - 1 draft tokens), best of the steps after two warm-up steps, with
+torch's own linear kernels and with the oneDNN-packed weights the hf backend uses on a CPU
+(harness.backends.cpu_linear; `--model-args packed_linear=false` turns them off).
 
     python benchmarks/decode_step_cost.py                 # float32, 1 thread
     python benchmarks/decode_step_cost.py --threads 2 --context 1000
@@ -17,7 +19,8 @@ import time
 
 import torch
 
-CASES = ((1, 1), (1, 2), (1, 4), (1, 11), (2, 1), (2, 6), (3, 1), (3, 5), (4, 1), (4, 4), (8, 1), (8, 2))
+CASES = ((1, 1), (1, 2), (1, 4), (1, 11), (2, 1), (2, 6), (3, 1), (3, 5), (4, 1), (4, 4), (6, 1), (8, 1), (8, 2),
+         (12, 1), (16, 1), (8, 3), (8, 4))
 
 
 def step_ms(model: torch.nn.Module, rows: int, width: int, context: int, steps: int) -> float:
@@ -51,18 +54,25 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from transformers import AutoModelForCausalLM
 
+    from harness.backends.cpu_linear import pack_linears
     from harness.backends.models import default_model_dir
     from harness.backends.prompt_lookup import step_cost
 
-    model = AutoModelForCausalLM.from_pretrained(str(default_model_dir()), dtype=torch.float32).eval()
+    plain = AutoModelForCausalLM.from_pretrained(str(default_model_dir()), dtype=torch.float32).eval()
+    packed = AutoModelForCausalLM.from_pretrained(str(default_model_dir()), dtype=torch.float32).eval()
+    if not pack_linears(packed):
+        raise SystemExit("oneDNN linear layers are not available in this torch build")
     print(f"float32, {args.threads} thread(s), {args.context}-token context, best of {args.steps} steps\n")
-    print("| rows | tokens per row | step ms | x a one-row step | step_cost model |")
-    print("|---|---|---|---|---|")
+    print("| rows | tokens per row | torch kernels ms | packed ms | packed x torch | "
+          "packed x a one-row packed step | step_cost model (packed) |")
+    print("|---|---|---|---|---|---|---|")
     with torch.inference_mode():
-        base = step_ms(model, 1, 1, args.context, args.steps)
+        base = step_ms(packed, 1, 1, args.context, args.steps)
         for rows, width in CASES:
-            ms = base if (rows, width) == (1, 1) else step_ms(model, rows, width, args.context, args.steps)
-            print(f"| {rows} | {width} | {ms:.1f} | {ms / base:.2f} | {step_cost(rows * width):.2f} |")
+            ms = base if (rows, width) == (1, 1) else step_ms(packed, rows, width, args.context, args.steps)
+            torch_ms = step_ms(plain, rows, width, args.context, args.steps)
+            print(f"| {rows} | {width} | {torch_ms:.1f} | {ms:.1f} | {ms / torch_ms:.2f} | {ms / base:.2f} | "
+                  f"{step_cost(rows * width, packed=True):.2f} |")
 
 
 if __name__ == "__main__":

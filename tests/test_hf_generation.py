@@ -82,6 +82,23 @@ def test_sampled_chains_share_prefill_and_depend_only_on_their_seed(hf_backend):
     assert len({c.text for c in together}) > 1  # different seeds, different chains
 
 
+def test_chains_beyond_the_free_rows_wait_prefilled_and_keep_their_tokens(hf_backend):
+    """Two prompts with 3 chains each at batch 4: the second prompt's chains do not wait for 3
+    free rows; it is prefilled once, one chain joins at once and two wait, prefilled."""
+    def chains(q: str) -> list[GenerationRequest]:
+        return [GenerationRequest(messages=(Message("user", q),), config=GenerationConfig(
+            max_tokens=12 + 4 * s, temperature=0.8, seed=s)) for s in range(3)]
+
+    reqs = chains(QUESTIONS[3]) + chains(QUESTIONS[5])
+    together = hf_backend.generate(reqs)
+    stats = hf_backend.last_generation_stats
+    assert stats["parked_rows"] >= 2 and stats["max_rows"] == 4
+    # each prompt prefilled once (the head both share, once)
+    assert stats["prefill_tokens"] <= together[0].n_prompt_tokens + together[3].n_prompt_tokens
+    alone = [hf_backend.generate([r])[0] for r in reqs]
+    assert [a.text for a in alone] == [t.text for t in together]
+
+
 COPY_TEXT = ("Patient is a 67-year-old woman with type 2 diabetes, chronic kidney disease stage 3 and "
              "atrial fibrillation on apixaban, admitted with community-acquired pneumonia of the right "
              "lower lobe, treated with ceftriaxone and azithromycin, now afebrile and on room air.")
@@ -178,6 +195,7 @@ def test_ngram_index_drafts_what_followed_the_latest_occurrence():
     assert index.draft(5) == [3, 4, 1, 2] and index.draft(0) == []
     assert draft_cap(1, 10) == 10 and draft_cap(4, 10) == 3 and draft_cap(8, 10) == 1
     assert draft_cap(16, 10) == 0 and draft_cap(1, 0) == 0
+    assert draft_cap(8, 10, packed=True) == 3 and draft_cap(16, 10, packed=True) == 1
 
 
 def test_dtype_auto_and_slow_dtype_warning():

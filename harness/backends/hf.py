@@ -84,6 +84,7 @@ class HFBackend(ModelBackend):
         max_length: int | None = None,
         trust_remote_code: bool = False,
         prompt_lookup: int = 10,
+        packed_linear: bool | int | str = "auto",
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -110,6 +111,7 @@ class HFBackend(ModelBackend):
         )
         self.model.to(self.device)  # type: ignore[arg-type]
         self.model.eval()
+        self.packed_linear = self._pack_linears(packed_linear)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         configured = getattr(self.model.config, "max_position_embeddings", None) or 2048
@@ -119,6 +121,23 @@ class HFBackend(ModelBackend):
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.name = f"hf:{self.model_arg}"
         self._fingerprint: str | None = None
+
+    def _pack_linears(self, wanted: bool | int | str) -> int:
+        """oneDNN-reordered linear weights on a CPU (harness.backends.cpu_linear); `auto` packs
+        where it can, `true` insists, `false` keeps torch's kernels. Returns the layers packed."""
+        from harness.backends import cpu_linear
+
+        choice = str(wanted).strip().lower()
+        if choice not in ("auto", "true", "false", "1", "0"):
+            raise HarnessError(f"packed_linear must be auto, true or false, got {wanted!r}")
+        if choice in ("false", "0"):
+            return 0
+        why_not = cpu_linear.available(self.model, self.device)
+        if why_not:
+            if choice != "auto":
+                raise HarnessError(f"packed_linear=true: not possible here ({why_not})")
+            return 0
+        return cpu_linear.pack_linears(self.model)
 
     # -- identity -------------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -139,6 +158,7 @@ class HFBackend(ModelBackend):
             "device": str(self.device),
             "batch_size": self.batch_size,
             "prompt_lookup": self.prompt_lookup,
+            "packed_linear": self.packed_linear,
             "max_length": self.max_length,
             "fingerprint": self.fingerprint(),
             "transformers_version": transformers.__version__,
@@ -264,7 +284,7 @@ class HFBackend(ModelBackend):
         # Chat templates already hold the special tokens they need.
         prompts = [list(self.tokenizer.encode(self._render(r), add_special_tokens=False)) for r in requests]
         decoder = Decoder(self.model, self.tokenizer, self.device, self.batch_size, self._cache_kw,
-                          prompt_lookup=self.prompt_lookup)
+                          prompt_lookup=self.prompt_lookup, packed=self.packed_linear > 0)
         results = decoder.run(prompts, [r.config for r in requests])
         self.last_generation_stats = decoder.stats
         return list(results)

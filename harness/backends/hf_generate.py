@@ -12,7 +12,9 @@ Here, instead:
   padding stays small; padding is on the left, with the attention mask and explicit position ids
   of each row, so a row's result does not depend on its batch-mates (tested against unbatched
   greedy decoding on the real model); columns that every active row pads are trimmed away;
-- identical prompts are prefilled once: the K chains of `sc@K` sample from copies of one cache;
+- identical prompts are prefilled once: the K chains of `sc@K` sample from copies of one cache,
+  and those beyond the batch's free rows wait, prefilled, for rows to free up (the batch stays
+  full instead of waiting for K free rows);
   the prefix that all prompts of a call share (the system prompt, an instruction, few-shot
   examples) is prefilled once and copied into every prefill group's cache;
 - each sampled chain draws from its own `torch.Generator` seeded with its request's seed, so a
@@ -37,7 +39,14 @@ from typing import Any
 import torch
 from transformers.cache_utils import DynamicCache
 
-from harness.backends.kv_cache import BufferCache, compact_holes, merge_rows, supports_buffers, trim_front
+from harness.backends.kv_cache import (
+    BufferCache,
+    compact_holes,
+    copy_rows,
+    merge_rows,
+    supports_buffers,
+    trim_front,
+)
 from harness.backends.prompt_lookup import NgramIndex, choose_width, draft_cap
 from harness.types import GenerationConfig, GenerationResult
 
@@ -78,6 +87,10 @@ class _Unit:
     chains: list[_Chain]
 
 
+# chains with their cache rows, attention mask rows and next positions
+_Rows = tuple[Any, torch.Tensor, torch.Tensor, list[_Chain]]
+
+
 def _cache_of(out: Any) -> Any:
     cache = getattr(out, "past_key_values", None)
     return cache if cache is not None else out.cache
@@ -87,8 +100,10 @@ class Decoder:
     """Runs generation requests (already rendered to token ids) through a causal LM."""
 
     def __init__(self, model: Any, tokenizer: Any, device: torch.device, batch_size: int,
-                 cache_kw: str = "cache", prompt_lookup: int = 0, share_prefix: bool = True):
+                 cache_kw: str = "cache", prompt_lookup: int = 0, share_prefix: bool = True,
+                 packed: bool = False):
         self.model = model
+        self.packed = packed  # oneDNN linear weights: the step costs drafting is weighed by
         self.share_prefix = share_prefix
         self._prefix: tuple[int, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
         self.prompt_lookup = max(0, int(prompt_lookup))
@@ -108,7 +123,8 @@ class Decoder:
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         self.buffers = supports_buffers(model)
         self.stats = {"prefill_tokens": 0, "padded_prefill_tokens": 0, "decode_steps": 0,
-                      "decoded_rows": 0, "drafted_tokens": 0, "accepted_tokens": 0, "compactions": 0}
+                      "decoded_rows": 0, "drafted_tokens": 0, "accepted_tokens": 0, "compactions": 0,
+                      "parked_rows": 0, "max_rows": 0}
 
     # -- public -----------------------------------------------------------------------------
     def run(self, prompts: Sequence[list[int]], configs: Sequence[GenerationConfig]) -> list[GenerationResult]:
@@ -138,11 +154,19 @@ class Decoder:
         cache: Any = None
         mask: torch.Tensor | None = None  # [rows, cache length], 1 = real token
         positions: torch.Tensor | None = None  # [rows]: position id of each row's pending token
-        while pending or active:
+        parked: list[_Rows] = []  # prefilled chains waiting for room (a prompt's chains beyond it)
+        while pending or active or parked:
             free = self.batch_size - len(active)
-            if pending and (not active or len(pending[0].chains) <= free):
+            new: _Rows | None = None
+            if parked and free > 0:
+                new = self._admit(parked.pop(0), free, parked)
+            elif pending and (not active or len(pending[0].chains) <= free or (self.buffers and free > 0)):
                 group = self._take(pending, free if active else max(free, len(pending[0].chains)))
-                new_cache, new_mask, new_pos, new_chains = self._prefill(group)
+                new = self._prefill(group)
+                if self.buffers:  # the chains beyond the free rows wait, prefilled
+                    new = self._admit(new, free, parked)
+            if new is not None:
+                new_cache, new_mask, new_pos, new_chains = new
                 if new_chains:
                     if cache is None:
                         cache, mask, positions, active = new_cache, new_mask, new_pos, new_chains
@@ -169,6 +193,7 @@ class Decoder:
             cache = _cache_of(out)
             self.stats["decode_steps"] += 1
             self.stats["decoded_rows"] += len(active)
+            self.stats["max_rows"] = max(self.stats["max_rows"], len(active))
             if width == 1:
                 self._choose(out.logits[:, -1], active)
                 positions = positions + 1
@@ -202,9 +227,23 @@ class Decoder:
             used += len(unit.chains)
         return group
 
-    def _new_cache(self, group: list[_Unit]) -> Any:
+    def _admit(self, rows: _Rows, room: int, parked: list[_Rows]) -> _Rows:
+        """The first `room` chains of `rows`; the others (copied out of the cache) go to the
+        front of `parked`, so a prompt's K chains share one prefill however full the batch is."""
+        cache, mask, positions, chains = rows
+        if len(chains) <= room:
+            return rows
+        rest = torch.arange(room, len(chains), device=self.device)
+        self.stats["parked_rows"] += len(rest)
+        parked.insert(0, (copy_rows(cache, rest, self._new_cache(chains[room:])), mask[rest],
+                          positions[rest], chains[room:]))
+        head = torch.arange(room, device=self.device)
+        cache.batch_select_indices(head)
+        return cache, mask[head], positions[head], chains[:room]
+
+    def _new_cache(self, chains: list[_Chain]) -> Any:
         if self.buffers:
-            budget = max(c.config.max_tokens for u in group for c in u.chains)
+            budget = max(c.config.max_tokens for c in chains)
             return BufferCache(min(budget, _MAX_RESERVE))
         return DynamicCache(config=self.model.config)  # sliding-window / linear-attention layers as the model has them
 
@@ -222,7 +261,7 @@ class Decoder:
         self.stats["padded_prefill_tokens"] += shared
         self._prefix = (shared, [(layer.keys, layer.values) for layer in _cache_of(out).layers])
 
-    def _prefill(self, group: list[_Unit]) -> tuple[Any, torch.Tensor, torch.Tensor, list[_Chain]]:
+    def _prefill(self, group: list[_Unit]) -> _Rows:
         shared = self._prefix[0] if self._prefix else 0
         width = max(len(u.prompt) for u in group) - shared
         ids = torch.full((len(group), width), self.pad_id, dtype=torch.long)
@@ -232,7 +271,7 @@ class Decoder:
             ids[row, width - len(own):] = torch.tensor(own, dtype=torch.long)
             mask[row, width - len(own):] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0) + shared
-        cache = self._new_cache(group)
+        cache = self._new_cache([c for u in group for c in u.chains])
         if self._prefix:  # the shared prefix's keys and values, copied for every row
             for i, (k, v) in enumerate(self._prefix[1]):
                 cache.update(k.expand(len(group), -1, -1, -1).contiguous(),
@@ -286,7 +325,7 @@ class Decoder:
     def _drafts(self, active: list[_Chain]) -> list[list[int]]:
         """Each greedy row's prompt-lookup draft for this step, cut to the width that pays
         (harness.backends.prompt_lookup.choose_width); all empty for a plain step."""
-        cap = draft_cap(sum(1 for c in active if c.drafts), self.prompt_lookup)
+        cap = draft_cap(sum(1 for c in active if c.drafts), self.prompt_lookup, self.packed)
         drafts: list[list[int]] = []
         for c in active:
             room = c.config.max_tokens - len(c.out)  # drafting past the budget is wasted work
@@ -297,7 +336,7 @@ class Decoder:
             if c.lookup is None:
                 c.lookup = NgramIndex(c.prompt + c.out)
             drafts.append(c.lookup.draft(k))
-        width = choose_width(drafts, [c.agree for c in active])
+        width = choose_width(drafts, [c.agree for c in active], self.packed)
         for c, d in zip(active, drafts, strict=True):
             if d and not c.shadow:
                 c.shadow = list(d)  # checked against the coming tokens, sent or not

@@ -145,6 +145,13 @@ def merge_rows(cache: Any, mask: torch.Tensor, new_cache: Any, new_mask: torch.T
     return cache, torch.cat([_left_pad(mask, pad_old, 1), _left_pad(new_mask, pad_new, 1)])
 
 
+def copy_rows(cache: Any, index: torch.Tensor, into: Any) -> Any:
+    """`into` (an empty cache) holding copies of the rows `index` of `cache`, which is unchanged."""
+    for i, layer in enumerate(cache.layers):
+        into.update(layer.keys[index], layer.values[index], i)
+    return into
+
+
 def trim_front(cache: Any, mask: torch.Tensor) -> tuple[Any, torch.Tensor]:
     """Drop the leading columns that every row pads (left after the longest rows finished)."""
     real = mask.any(dim=0).nonzero()

@@ -46,22 +46,30 @@ class NgramIndex:
         return []
 
 
-def draft_cap(rows: int, limit: int) -> int:
-    """Most draft tokens per row for a step with `rows` greedy rows (a verify pass of ~16 token
-    rows at most, past which a CPU step grows steeply)."""
-    return max(0, min(limit, 16 // max(rows, 1) - 1))
+def draft_cap(rows: int, limit: int, packed: bool = False) -> int:
+    """Most draft tokens per row for a step with `rows` greedy rows: a verify pass of at most 16
+    token rows with torch's kernels, past which a CPU step grows steeply, or 32 with packed ones."""
+    most = 32 if packed else 16
+    return max(0, min(limit, most // max(rows, 1) - 1))
 
 
-def step_cost(token_rows: int) -> float:
+def step_cost(token_rows: int, packed: bool = False) -> float:
     """Time of a decode step feeding `token_rows` tokens, in one-row steps, fitted to the default
-    model on the 2-core CPU (`python benchmarks/decode_step_cost.py`: float32, 1 thread,
-    250-token context; 1 row 94 ms, 3 rows 178 ms, 8 rows 206 ms, as MKL reads the weights as a
-    vector product for one row and packs them for more; 1 row + 10 drafts 191 ms, 3 rows + 4
-    drafts 305 ms, 8 rows + 1 draft 319 ms), a little pessimistic there. On a GPU, where steps
-    cost about the same up to many rows, it is more so: it drafts less than it could, never
-    wrongly."""
+    model on the 2-core CPUs (`python benchmarks/decode_step_cost.py`: float32, 1 thread,
+    250-token context), a little pessimistic there. On a GPU, where steps cost about the same up
+    to many rows, it is more so: it drafts less than it could, never wrongly.
+
+    - `packed` (oneDNN weights, harness.backends.cpu_linear; Xeon with AVX-512): 2 token rows
+      1.07-1.11, 4 rows 1.10-1.14, 8 rows 1.41, 16 rows 1.88-2.05, 24 rows 2.42, 32 rows 2.66.
+      oneDNN reads the weights once whatever the rows.
+    - torch's kernels (EPYC with AVX2): 1 row 94 ms, 3 rows 178 ms, 8 rows 206 ms, as MKL reads
+      the weights as a vector product for one row and repacks them for more; 1 row + 10 drafts
+      191 ms, 3 rows + 4 drafts 305 ms, 8 rows + 1 draft 319 ms.
+    """
     if token_rows <= 1:
         return 1.0
+    if packed:
+        return 1.04 + 0.06 * (token_rows - 1)
     if token_rows <= 8:
         return 1.4 + 0.05 * token_rows
     return 1.8 + 0.16 * (token_rows - 8)
@@ -73,16 +81,16 @@ def expected_accepted(k: int, agree: float) -> float:
     return sum(agree ** j for j in range(1, k + 1))
 
 
-def choose_width(drafts: list[list[int]], agree: list[float], margin: float = 1.05) -> int:
+def choose_width(drafts: list[list[int]], agree: list[float], packed: bool = False, margin: float = 1.05) -> int:
     """Tokens per row to feed this step (1: no drafting): the width that yields the most tokens
     per unit of step cost, if it beats a plain step by `margin`."""
     rows = len(drafts)
     longest = max((len(d) for d in drafts), default=0)
-    base = rows / step_cost(rows)
+    base = rows / step_cost(rows, packed)
     best, best_rate = 1, base * margin
     for width in range(2, longest + 2):
         gain = sum(expected_accepted(min(len(d), width - 1), a) for d, a in zip(drafts, agree, strict=True))
-        rate = (rows + gain) / step_cost(rows * width)
+        rate = (rows + gain) / step_cost(rows * width, packed)
         if rate > best_rate:
             best, best_rate = width, rate
     return best
