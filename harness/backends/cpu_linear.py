@@ -16,7 +16,6 @@ usually tied to the input embedding and so is a copy.
 
 from __future__ import annotations
 
-import gc
 import logging
 from typing import Any
 
@@ -96,5 +95,4 @@ def pack_linears(model: torch.nn.Module) -> int:
         # keep all of its pages resident: own copies let the mapping go
         for param in model.parameters():
             param.data = param.data.clone()
-    gc.collect()
     return len(targets)
