@@ -52,3 +52,15 @@ def test_merge_left_pads_and_trim_drops_shared_padding(kind: str) -> None:
     cache.batch_select_indices(torch.tensor([0, 1]))  # the long row leaves
     cache, mask = trim_front(cache, mask[:2])
     assert mask.tolist() == [[1, 1, 1]] * 2 and cache.layers[1].keys.shape[2] == 3
+    keys, _ = cache.layers[0].update(torch.full((2, 1, 1, 1), 7.0), torch.zeros(2, 1, 1, 1))  # the next step
+    assert keys[:, 0, :, 0].tolist() == [[1, 1, 1, 7], [1, 1, 1, 7]]
+
+
+@pytest.mark.parametrize("kind", ["dynamic", "buffer"])
+def test_copy_rows_copies_and_leaves_the_source(kind: str) -> None:
+    keys = torch.arange(3.0).view(3, 1, 1, 1).expand(3, 1, 4, 1).contiguous()
+    source = _cache(kind, keys)
+    copy = kv_cache.copy_rows(source, torch.tensor([2, 0]), BufferCache(4) if kind == "buffer" else DynamicCache())
+    assert copy.layers[1].keys[:, 0, 0, 0].tolist() == [3.0, 1.0]  # layer 1 holds keys + 1
+    copy.layers[0].keys.add_(100)
+    assert source.layers[0].keys[:, 0, 0, 0].tolist() == [0.0, 1.0, 2.0]

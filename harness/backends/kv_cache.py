@@ -75,6 +75,24 @@ class BufferLayer(DynamicLayer):
         self.filled += n
         return self._views()
 
+    def merge(self, other: Any, pad_self: int, pad_other: int) -> None:
+        """Append `other`'s rows, each side left-padded in time with zeros, in one new buffer
+        (one copy of each side, not a concatenation and then a copy)."""
+        keys, values = self._views()
+        width = keys.shape[2] + pad_self
+        rows = keys.shape[0]
+        out: list[torch.Tensor] = []
+        for mine, theirs in ((keys, other.keys), (values, other.values)):
+            buf = mine.new_empty((rows + theirs.shape[0], mine.shape[1], width + self.reserve, mine.shape[3]))
+            buf[:rows, :, :pad_self].zero_()
+            buf[:rows, :, pad_self:width] = mine
+            buf[rows:, :, :pad_other].zero_()
+            buf[rows:, :, pad_other:width] = theirs
+            out.append(buf)
+        self._k, self._v = out
+        self.filled = width
+        self._views()
+
     def get_seq_length(self) -> int:
         return self.filled
 
@@ -140,6 +158,9 @@ def merge_rows(cache: Any, mask: torch.Tensor, new_cache: Any, new_mask: torch.T
     width = max(mask.shape[1], new_mask.shape[1])
     pad_old, pad_new = width - mask.shape[1], width - new_mask.shape[1]
     for old, new in zip(cache.layers, new_cache.layers, strict=True):
+        if isinstance(old, BufferLayer):
+            old.merge(new, pad_old, pad_new)
+            continue
         set_layer(old, torch.cat([_left_pad(old.keys, pad_old, 2), _left_pad(new.keys, pad_new, 2)]),
                   torch.cat([_left_pad(old.values, pad_old, 2), _left_pad(new.values, pad_new, 2)]))
     return cache, torch.cat([_left_pad(mask, pad_old, 1), _left_pad(new_mask, pad_new, 1)])
