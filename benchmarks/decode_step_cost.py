@@ -5,8 +5,8 @@ source of harness.backends.prompt_lookup.step_cost). Run on demand (not in CI).
 Each case prefills `--context` random tokens per row into the hf backend's buffer cache, then
 times `--steps` decode steps that feed every row `width` tokens (1 = a plain step; more = a
 row's last token plus width - 1 draft tokens), best of the steps after two warm-up steps, with
-torch's own linear kernels and with the oneDNN-packed weights the hf backend uses on a CPU
-(harness.backends.cpu_linear; `--model-args packed_linear=false` turns them off).
+torch's own linear kernels and with the oneDNN-packed weights the hf backend uses on a CPU for
+calls of 4-32 rows (harness.backends.cpu_linear; `--model-args packed_linear=false` turns them off).
 
     python benchmarks/decode_step_cost.py                 # float32, 1 thread
     python benchmarks/decode_step_cost.py --threads 2 --context 1000
@@ -64,7 +64,7 @@ def main() -> None:
         raise SystemExit("oneDNN linear layers are not available in this torch build")
     print(f"float32, {args.threads} thread(s), {args.context}-token context, best of {args.steps} steps\n")
     print("| rows | tokens per row | torch kernels ms | packed ms | packed x torch | "
-          "packed x a one-row packed step | step_cost model (packed) |")
+          "packed x a one-row step | step_cost model (packed) |")
     print("|---|---|---|---|---|---|---|")
     with torch.inference_mode():
         base = step_ms(packed, 1, 1, args.context, args.steps)

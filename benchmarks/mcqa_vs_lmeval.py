@@ -96,7 +96,7 @@ def run_ours(args: argparse.Namespace, ds: str, rnd: int, work: Path, env: dict[
     cmd = [sys.executable, "-c", "import sys; from harness.cli.app import main; sys.exit(main())",
            "run", "--model", str(args.model), "--tasks", ds, "--protocol", "loglik",
            "--data-source", "local", "--data-dir", str(args.data_dir), "--no-cache", "--quiet",
-           "--batch-size", str(args.batch_size), "--output", str(out)]
+           "--batch-size", str(args.batch_size), "--output", str(out), "--threads", str(args.threads)]
     if args.limit is not None:
         cmd += ["--limit", str(args.limit)]
     if args.ours_model_args:
@@ -257,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="first N questions per dataset (default: all: "
                              + ", ".join(f"{k} {v}" for k, v in FULL_SIZE.items()) + ")")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="CPU threads of both systems (default: the usable cores); fixed, so that "
+                             "`harness run`'s load-dependent default cannot differ from lm-eval's")
     parser.add_argument("--rounds", type=int, default=1, help="alternating ours/lm-eval rounds")
     parser.add_argument("--model", type=Path, default=None,
                         help="model folder for both systems (default: the converted default model)")
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    env = dict(os.environ)
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))  # lm-eval's torch reads it
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         local = helper.write_local_tasks(args.data_dir, work / "lmeval_tasks", datasets, args.limit)
         helper.check_prompts(local, n=5)
-        info = machine_info(device)
+        info = [*machine_info(device), ("threads of both systems", str(args.threads))]
         load_before = os.getloadavg()
         runs: list[Run] = []
         for ds in datasets:

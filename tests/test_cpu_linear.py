@@ -1,6 +1,8 @@
 """oneDNN-packed linear layers on a CPU (harness/backends/cpu_linear.py): the hf backend packs a
-float32 model's plain linear layers by default, computes what torch's kernels compute up to
-float32 rounding, gives the same greedy texts, records it, and falls back when the check fails."""
+float32 model's plain linear layers at its first generation request, runs 4-32-row calls packed
+(what torch's kernels compute up to float32 rounding) and the others with torch's kernels, gives
+the same greedy texts, keeps log-likelihoods bit for bit, records the policy, and falls back when
+the check fails."""
 
 from __future__ import annotations
 
@@ -27,21 +29,32 @@ def test_packed_linear_matches_f_linear_for_decode_and_prefill_shapes():
         lin.weight.copy_(torch.randn(40, 96, generator=gen))
         lin.bias.copy_(torch.randn(40, generator=gen))
     packed = PackedLinear(lin)
-    assert packed.weight is None  # the reordered copy replaces the original
-    for shape in ((1, 1, 96), (8, 1, 96), (2, 300, 96)):
+    for shape in ((1, 1, 96), (8, 1, 96), (2, 16, 96), (2, 300, 96)):
         x = torch.randn(*shape, generator=gen)
-        got = packed(x)
+        got, want = packed(x), torch.nn.functional.linear(x, lin.weight, lin.bias)
         assert got.shape == (*shape[:-1], 40)
-        torch.testing.assert_close(got, torch.nn.functional.linear(x, lin.weight, lin.bias), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        if x.numel() // 96 not in range(4, 33):
+            assert torch.equal(got, want)  # torch's kernels outside 4-32 rows
+        packed.plain = True
+        assert torch.equal(packed(x), want)
+        packed.plain = False
 
 
 def test_pack_linears_leaves_subclasses_and_falls_back_when_the_check_fails(monkeypatch):
     class Lora(torch.nn.Linear):  # stands for peft / bitsandbytes layers, which subclass nn.Linear
         pass
 
-    model = torch.nn.Sequential(torch.nn.Linear(8, 8), Lora(8, 8), torch.nn.Linear(8, 4))
+    class Wrapper(torch.nn.Module):  # stands for peft's LoRA layer, which reads its children's weights
+        def __init__(self) -> None:
+            super().__init__()
+            self.base_layer, self.lora_a = torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)
+
+    Wrapper.__module__ = "peft.tuners.lora.layer"
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), Lora(8, 8), Wrapper(), torch.nn.Linear(8, 4))
     assert pack_linears(model) == 2
-    assert isinstance(model[0], PackedLinear) and type(model[1]) is Lora and isinstance(model[2], PackedLinear)
+    assert isinstance(model[0], PackedLinear) and type(model[1]) is Lora and isinstance(model[3], PackedLinear)
+    assert type(model[2].base_layer) is torch.nn.Linear and type(model[2].lora_a) is torch.nn.Linear
 
     untouched = torch.nn.Sequential(torch.nn.Linear(8, 8))
     real = torch.ops.mkldnn._linear_pointwise
@@ -57,27 +70,35 @@ def test_pack_linears_leaves_subclasses_and_falls_back_when_the_check_fails(monk
     assert type(untouched[0]) is torch.nn.Linear
 
 
-def test_hf_backend_packs_by_default_with_the_same_greedy_texts(default_model_dir, hf_backend):
+def test_hf_backend_packs_at_first_generation_with_the_same_texts_and_loglik(default_model_dir):
     from harness.backends.hf import HFBackend
+    from harness.types import LoglikelihoodRequest
 
     plain = HFBackend(str(default_model_dir), batch_size=4, packed_linear=False)
-    n_plain, _ = _kinds(plain.model)
-    left, packed = _kinds(hf_backend.model)
-    assert plain.packed_linear == 0 and plain.info()["packed_linear"] == 0
-    assert left == 0 and packed == n_plain == hf_backend.packed_linear == hf_backend.info()["packed_linear"]
-    # the LM head keeps the tied input embedding
-    head = hf_backend.model.get_output_embeddings()
-    assert isinstance(head, PackedLinear) and head.weight is hf_backend.model.get_input_embeddings().weight
-
-    ids = plain.tokenizer("The patient has a fever and", return_tensors="pt")["input_ids"]
-    with torch.inference_mode():
-        a, b = plain.model(input_ids=ids).logits, hf_backend.model(input_ids=ids).logits
-    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
-    assert not torch.equal(a, b)  # another kernel: the last bits differ, so this test sees the packing
+    backend = HFBackend(str(default_model_dir), batch_size=4)
+    assert plain.info()["packed_linear"] == "off: packed_linear=false"
+    assert backend.info()["packed_linear"].startswith("on: decode calls of 4-32 rows")
+    pairs = [LoglikelihoodRequest(context="Question: Which vitamin prevents scurvy?\nAnswer:", continuation=c)
+             for c in (" Vitamin C", " Vitamin D and calcium")]
+    before = [r.logprob for r in backend.loglikelihood(pairs)]
+    assert _kinds(backend.model)[1] == 0  # log-likelihood alone packs nothing
 
     reqs = [GenerationRequest(messages=(Message("user", q),), config=GenerationConfig(max_tokens=24))
-            for q in ("Name a vitamin.", "Explain hypertension to a patient in simple words.")]
-    assert [r.text for r in plain.generate(reqs)] == [r.text for r in hf_backend.generate(reqs)]
+            for q in ("Name a vitamin.", "Explain hypertension to a patient in simple words.", "Hi",
+                      "What is the capital of France?")]
+    assert [r.text for r in plain.generate(reqs)] == [r.text for r in backend.generate(reqs)]
+    n_plain, _ = _kinds(plain.model)
+    left, packed = _kinds(backend.model)
+    assert left == 0 and packed == n_plain == backend.packed_linear and plain.packed_linear == 0
+    # 4 rows decode through the packed copy: the last bits differ from torch's kernels
+    ids = backend.tokenizer(["The patient has a fever and"] * 4, return_tensors="pt")["input_ids"][:, :1]
+    with torch.inference_mode():
+        a, b = plain.model(input_ids=ids).logits, backend.model(input_ids=ids).logits
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
+    assert not torch.equal(a, b)
+    # log-likelihoods keep torch's kernels, bit for bit, after packing too
+    after = [r.logprob for r in backend.loglikelihood(pairs)]
+    assert after == before == [r.logprob for r in plain.loglikelihood(pairs)]
 
 
 def test_packed_linear_setting_is_checked(default_model_dir):

@@ -1,22 +1,26 @@
-"""Linear layers of a float32 model on a CPU, with weights reordered once for oneDNN.
+"""Decode steps of a float32 model on a CPU, with linear weights reordered once for oneDNN.
 
 Why: with 4 to 12 rows (a decode step of a batch) MKL's sgemm, which `F.linear` calls, repacks
 the whole weight matrix at every call, so an 8-row decode step of the default model streams its
-weights from memory several times over: 127 ms against 54 ms for one row on the 2-core machine.
-oneDNN reads weights laid out for it once, at load, as torch.compile's CPU backend does when it
-freezes a model (the same ops: `mkldnn._reorder_linear_weight`, `mkldnn._linear_pointwise`):
-the 8-row step takes 89 ms (`python benchmarks/decode_step_cost.py`). No library
-does this to an eager transformers model without compiling it, hence this module.
+weights from memory several times over: 117 ms against 52 ms for one row on the 2-core machine.
+oneDNN reads weights laid out for it once, as torch.compile's CPU backend does when it freezes a
+model (the same ops: `mkldnn._reorder_linear_weight`, `mkldnn._linear_pointwise`): the 8-row
+step takes 82 ms (`python benchmarks/decode_step_cost.py`). No library does this to an eager
+transformers model without compiling it, hence this module.
 
-The results differ from `F.linear`'s in the last bits of float32 (as any other kernel's do), so
-`packed_linear=false` keeps torch's own kernels for runs that must match another harness bit
-for bit. The oneDNN weights replace the originals (same memory), except the LM head's, which is
-usually tied to the input embedding and so is a copy.
+Only calls of 4 to 32 rows use the packed copy: for 1 to 3 rows MKL's vector path is faster,
+and prefill and log-likelihood scoring (many rows, where both kernels run at the core's peak)
+keep torch's kernels, so their numbers stay those of `F.linear` (and of lm-eval). The packed
+results differ from `F.linear`'s in the last bits of float32, as any other kernel's do;
+`packed_linear=false` keeps torch's kernels everywhere. The copy costs the weights' size again,
+so the hf backend packs at its first generation request, not for log-likelihood runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -26,24 +30,35 @@ log = logging.getLogger(__name__)
 # The batch size the weights are laid out for: a decode step's rows (any size works; this one is
 # the fastest for 4 to 16 rows and close to the fastest for prefill).
 _LAYOUT_ROWS = 8
+# Modules whose linear children are read by their parent's own code (peft's LoRA layers read
+# `base_layer.weight`, `lora_A[...].weight`): left alone.
+_WRAPPERS = ("peft.", "bitsandbytes.")
+
+
+# Rows per call that take the packed copy (measured: benchmarks/decode_step_cost.py).
+PACKED_ROWS = range(4, 33)
 
 
 class PackedLinear(torch.nn.Module):
-    """`nn.Linear` inference with oneDNN-reordered weights (CPU, float32)."""
+    """`nn.Linear` inference that runs calls of PACKED_ROWS rows with oneDNN-reordered weights
+    (CPU, float32) and the others, or all while `plain` is set, with `F.linear`."""
 
-    def __init__(self, linear: torch.nn.Linear, keep_weight: bool = False):
+    def __init__(self, linear: torch.nn.Linear):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, _LAYOUT_ROWS)
-        self.bias = None if linear.bias is None else linear.bias.detach()
-        # the LM head keeps `.weight` (the tied input embedding): transformers reads it
-        self.weight = linear.weight if keep_weight else None
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), _LAYOUT_ROWS)
+        self.plain = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if self.plain or rows not in PACKED_ROWS:
+            return torch.nn.functional.linear(x, self.weight, self.bias)
         lead = x.shape[:-1]
         flat = x.reshape(-1, self.in_features).contiguous()
-        y = torch.ops.mkldnn._linear_pointwise(flat, self.packed, self.bias, "none", [], "")
+        bias = None if self.bias is None else self.bias.detach()
+        y = torch.ops.mkldnn._linear_pointwise(flat, self.packed, bias, "none", [], "")
         return y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
@@ -62,12 +77,13 @@ def available(model: Any, device: torch.device) -> str | None:
 
 
 def pack_linears(model: torch.nn.Module) -> int:
-    """Replaces every plain float32 `nn.Linear` of `model` (not subclasses: quantised or LoRA
-    layers stay as they are) by a PackedLinear, after checking once per weight shape that it
-    computes what `F.linear` does; returns how many were replaced (0 when the check fails)."""
-    head = getattr(model, "get_output_embeddings", lambda: None)()
+    """Replaces every plain float32 `nn.Linear` of `model` by a PackedLinear, after checking once
+    per weight shape that it computes what `F.linear` does; returns how many were replaced (0
+    when the check fails). Subclasses (quantised layers) and the layers inside peft's or
+    bitsandbytes' wrappers (a LoRA layer's base and A/B matrices, whose weights peft reads) stay."""
     targets = [(parent, name) for parent in model.modules() for name, child in parent.named_children()
-               if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32]
+               if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32
+               and not type(parent).__module__.startswith(_WRAPPERS)]
     checked: set[tuple[int, ...]] = set()
     gen = torch.Generator().manual_seed(0)
     for parent, name in targets:
@@ -76,7 +92,7 @@ def pack_linears(model: torch.nn.Module) -> int:
         if shape in checked:
             continue
         checked.add(shape)
-        x = torch.randn(3, 5, lin.in_features, generator=gen)
+        x = torch.randn(2, 4, lin.in_features, generator=gen)  # 8 rows: the packed path
         try:
             got = PackedLinear(lin)(x)
         except RuntimeError as exc:  # a private op: a torch release may change it
@@ -87,12 +103,20 @@ def pack_linears(model: torch.nn.Module) -> int:
             log.warning("oneDNN linear disagrees with F.linear on %s; torch's own kernels are used", shape)
             return 0
     with torch.no_grad():
-        for parent, name in targets:  # one at a time, so that only one weight is held twice
-            lin = getattr(parent, name)
-            setattr(parent, name, PackedLinear(lin, keep_weight=lin is head))
-            del lin
-        # the weights left (embedding, norms) may be views of the memory-mapped checkpoint, which
-        # keep all of its pages resident: own copies let the mapping go
-        for param in model.parameters():
-            param.data = param.data.clone()
+        for parent, name in targets:
+            setattr(parent, name, PackedLinear(getattr(parent, name)))
     return len(targets)
+
+
+@contextlib.contextmanager
+def plain_kernels(model: torch.nn.Module) -> Iterator[None]:
+    """torch's own kernels for every PackedLinear of `model` inside the block (log-likelihood
+    scoring: its numbers must not depend on whether a generation task ran before it)."""
+    layers = [m for m in model.modules() if isinstance(m, PackedLinear)]
+    for layer in layers:
+        layer.plain = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.plain = False

@@ -59,9 +59,10 @@ def step_cost(token_rows: int, packed: bool = False) -> float:
     250-token context), a little pessimistic there. On a GPU, where steps cost about the same up
     to many rows, it is more so: it drafts less than it could, never wrongly.
 
-    - `packed` (oneDNN weights, harness.backends.cpu_linear; Xeon with AVX-512): 2 token rows
-      1.07-1.11, 4 rows 1.10-1.14, 8 rows 1.41, 16 rows 1.88-2.05, 24 rows 2.42, 32 rows 2.66.
-      oneDNN reads the weights once whatever the rows.
+    - `packed` (harness.backends.cpu_linear: oneDNN weights for calls of 4-32 rows, torch's
+      kernels below; Xeon with AVX-512), against a 52 ms one-row step: 2 token rows 1.03-1.05,
+      3 rows 1.15, 4 rows 1.24-1.28, 8 rows 1.58, 12 rows 1.85, 16 rows 2.11, 24 rows 2.71,
+      32 rows 2.99. oneDNN reads the weights once whatever the rows.
     - torch's kernels (EPYC with AVX2): 1 row 94 ms, 3 rows 178 ms, 8 rows 206 ms, as MKL reads
       the weights as a vector product for one row and repacks them for more; 1 row + 10 drafts
       191 ms, 3 rows + 4 drafts 305 ms, 8 rows + 1 draft 319 ms.
@@ -69,7 +70,9 @@ def step_cost(token_rows: int, packed: bool = False) -> float:
     if token_rows <= 1:
         return 1.0
     if packed:
-        return 1.04 + 0.06 * (token_rows - 1)
+        if token_rows <= 3:
+            return 1.0 + 0.08 * (token_rows - 1)
+        return 1.12 * (1.04 + 0.06 * (token_rows - 1))
     if token_rows <= 8:
         return 1.4 + 0.05 * token_rows
     return 1.8 + 0.16 * (token_rows - 8)
