@@ -3,8 +3,8 @@
 generation_vs_lmeval.py (MedQA `cot` prompts or MTS-Dialog doctor turns). Run on demand (not in
 CI).
 
-The prompts go straight through the decode loop (harness.backends.hf_generate.Decoder) of the hf
-backend as `harness run` builds it (default model, float32, packed linear weights unless
+The prompts go straight to the hf backend's `generate` (its decode loop,
+harness.backends.hf_generate), as `harness run` builds the backend (default model, float32, packed linear weights unless
 `--no-packed`), greedy, batch 8, one thread. Every forward pass is timed and filed as prefill or
 as a decode step of its rows x tokens per row; the loop's own work is the rest.
 
@@ -37,13 +37,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     from harness.backends.hf import HFBackend
-    from harness.backends.hf_generate import Decoder
-    from harness.types import GenerationConfig
+    from harness.types import GenerationConfig, GenerationRequest
 
     _, prompts, max_tokens = plan_prompts(args.dataset, args.n, args.data_dir)
-    backend = HFBackend(None, dtype="float32", packed_linear=not args.no_packed)
+    backend = HFBackend(None, dtype="float32", batch_size=args.batch_size, packed_linear=not args.no_packed)
     model = backend.model
-    tokens = [backend.tokenizer(t, add_special_tokens=False)["input_ids"] for t in prompts]
+    config = GenerationConfig(max_tokens=max_tokens, temperature=0.0)
+    requests = [GenerationRequest(prompt=text, config=config) for text in prompts]
     spent: dict[str, float] = collections.defaultdict(float)
     calls: collections.Counter[str] = collections.Counter()
     forward = model.forward
@@ -58,15 +58,13 @@ def main() -> None:
         return out
 
     model.forward = timed
-    decoder = Decoder(model, backend.tokenizer, backend.device, args.batch_size, backend._cache_kw,
-                      prompt_lookup=backend.prompt_lookup, packed=backend.packed_linear > 0)
     t0 = time.perf_counter()
-    results = decoder.run(tokens, [GenerationConfig(max_tokens=max_tokens, temperature=0.0) for _ in tokens])
+    results = backend.generate(requests)  # packing (at the first request) is counted as loop work
     wall = time.perf_counter() - t0
     model_s = sum(spent.values())
-    print(f"{args.dataset}: {len(tokens)} prompts, {sum(map(len, tokens))} prompt tokens, "
+    print(f"{args.dataset}: {len(results)} prompts, {sum(r.n_prompt_tokens for r in results)} prompt tokens, "
           f"{sum(r.n_completion_tokens for r in results)} generated; packed layers {backend.packed_linear}; "
-          f"stats {decoder.stats}\n")
+          f"stats {backend.last_generation_stats}\n")
     print("| part | calls | s | ms per call | share |")
     print("|---|---|---|---|---|")
     for key, sec in sorted(spent.items(), key=lambda kv: -kv[1])[:12]:

@@ -86,25 +86,26 @@ def pack_linears(model: torch.nn.Module) -> int:
                and not type(parent).__module__.startswith(_WRAPPERS)]
     checked: set[tuple[int, ...]] = set()
     gen = torch.Generator().manual_seed(0)
-    for parent, name in targets:
-        lin = getattr(parent, name)
-        shape = tuple(lin.weight.shape)
-        if shape in checked:
-            continue
-        checked.add(shape)
-        x = torch.randn(2, 4, lin.in_features, generator=gen)  # 8 rows: the packed path
-        try:
-            got = PackedLinear(lin)(x)
-        except RuntimeError as exc:  # a private op: a torch release may change it
-            log.warning("oneDNN linear unavailable (%s); torch's own kernels are used", exc)
-            return 0
-        want = torch.nn.functional.linear(x, lin.weight.detach(), lin.bias)
-        if not torch.allclose(got, want, rtol=1e-4, atol=1e-4):
-            log.warning("oneDNN linear disagrees with F.linear on %s; torch's own kernels are used", shape)
-            return 0
+    packed: list[PackedLinear] = []
     with torch.no_grad():
         for parent, name in targets:
-            setattr(parent, name, PackedLinear(getattr(parent, name)))
+            lin = getattr(parent, name)
+            try:
+                layer = PackedLinear(lin)
+            except RuntimeError as exc:  # a private op: a torch release may change it
+                log.warning("oneDNN linear unavailable (%s); torch's own kernels are used", exc)
+                return 0
+            shape = tuple(lin.weight.shape)
+            if shape not in checked:  # once per weight shape
+                checked.add(shape)
+                x = torch.randn(2, 4, lin.in_features, generator=gen)  # 8 rows: the packed path
+                if not torch.allclose(layer(x), torch.nn.functional.linear(x, lin.weight, lin.bias),
+                                      rtol=1e-4, atol=1e-4):
+                    log.warning("oneDNN linear disagrees with F.linear on %s; torch's own kernels are used", shape)
+                    return 0
+            packed.append(layer)
+        for (parent, name), layer in zip(targets, packed, strict=True):
+            setattr(parent, name, layer)
     return len(targets)
 
 

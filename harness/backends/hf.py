@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from harness.backends import cpu_linear
 from harness.backends.context import refuse_json_schema
-from harness.backends.cpu_linear import plain_kernels
 from harness.backends.dtypes import resolve_dtype
 from harness.backends.fingerprint import folder_fingerprint
 from harness.backends.tokenize import count_request_tokens, encode_pair, render_chat, shorten_text
@@ -112,7 +112,7 @@ class HFBackend(ModelBackend):
         )
         self.model.to(self.device)  # type: ignore[arg-type]
         self.model.eval()
-        self.pack_policy = self._pack_policy(packed_linear)
+        self._pack, self.pack_policy = self._pack_policy(packed_linear)
         self.packed_linear = 0  # layers packed, at the first generation request
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -124,31 +124,28 @@ class HFBackend(ModelBackend):
         self.name = f"hf:{self.model_arg}"
         self._fingerprint: str | None = None
 
-    def _pack_policy(self, wanted: bool | int | str) -> str:
+    def _pack_policy(self, wanted: bool | int | str) -> tuple[bool, str]:
         """Whether decode steps get oneDNN-packed linear weights (harness.backends.cpu_linear):
-        `auto` where possible, `true` insists, `false` keeps torch's kernels. Recorded in info."""
-        from harness.backends import cpu_linear
-
+        `auto` where possible, `true` insists, `false` keeps torch's kernels; and the policy as
+        recorded in info."""
         choice = str(wanted).strip().lower()
         if choice not in ("auto", "true", "false", "1", "0"):
             raise HarnessError(f"packed_linear must be auto, true or false, got {wanted!r}")
         if choice in ("false", "0"):
-            return "off: packed_linear=false"
+            return False, "off: packed_linear=false"
         why_not = cpu_linear.available(self.model, self.device)
         if why_not:
             if choice != "auto":
                 raise HarnessError(f"packed_linear=true: not possible here ({why_not})")
-            return f"off: {why_not}"
+            return False, f"off: {why_not}"
         rows = cpu_linear.PACKED_ROWS
-        return f"on: decode calls of {rows.start}-{rows.stop - 1} rows, packed at the first generation request"
+        return True, f"on: decode calls of {rows.start}-{rows.stop - 1} rows, packed at the first generation request"
 
     def _ensure_packed(self) -> None:
-        if self.pack_policy.startswith("on") and not self.packed_linear:
-            from harness.backends import cpu_linear
-
+        if self._pack and not self.packed_linear:
             self.packed_linear = cpu_linear.pack_linears(self.model)
             if not self.packed_linear:
-                self.pack_policy = "off: the oneDNN check failed (see the log)"
+                self._pack, self.pack_policy = False, "off: the oneDNN check failed (see the log)"
 
     # -- identity -------------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -204,7 +201,7 @@ class HFBackend(ModelBackend):
         # Longest first: padding stays small and memory errors surface at once.
         ordered = sorted(groups.items(), key=lambda kv: -len(kv[0]))
         results: list[LoglikelihoodResult | None] = [None] * len(requests)
-        with torch.inference_mode(), plain_kernels(self.model):  # the same kernels before and after packing
+        with torch.inference_mode(), cpu_linear.plain_kernels(self.model):  # the same kernels before and after packing
             for start in range(0, len(ordered), self.batch_size):
                 self._score_batch(ordered[start:start + self.batch_size], results)
         assert all(r is not None for r in results)
