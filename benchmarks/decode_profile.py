@@ -33,6 +33,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-packed", action="store_true", help="torch's own linear kernels (packed_linear=false)")
+    p.add_argument("--sc", type=int, default=0, help="sample this many chains per prompt (temperature 0.7, "
+                   "seeds 0..K-1, as sc@K) instead of one greedy chain")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -42,8 +44,12 @@ def main() -> None:
     _, prompts, max_tokens = plan_prompts(args.dataset, args.n, args.data_dir)
     backend = HFBackend(None, dtype="float32", batch_size=args.batch_size, packed_linear=not args.no_packed)
     model = backend.model
-    config = GenerationConfig(max_tokens=max_tokens, temperature=0.0)
-    requests = [GenerationRequest(prompt=text, config=config) for text in prompts]
+    if args.sc:
+        requests = [GenerationRequest(prompt=text, config=GenerationConfig(
+            max_tokens=max_tokens, temperature=0.7, seed=j)) for text in prompts for j in range(args.sc)]
+    else:
+        config = GenerationConfig(max_tokens=max_tokens, temperature=0.0)
+        requests = [GenerationRequest(prompt=text, config=config) for text in prompts]
     spent: dict[str, float] = collections.defaultdict(float)
     calls: collections.Counter[str] = collections.Counter()
     forward = model.forward
@@ -65,6 +71,9 @@ def main() -> None:
     print(f"{args.dataset}: {len(results)} prompts, {sum(r.n_prompt_tokens for r in results)} prompt tokens, "
           f"{sum(r.n_completion_tokens for r in results)} generated; packed layers {backend.packed_linear}; "
           f"stats {backend.last_generation_stats}\n")
+    lengths = sorted(r.n_completion_tokens for r in results)
+    print(f"generated tokens per chain: median {lengths[len(lengths) // 2]}, max {lengths[-1]}, "
+          f"at max_tokens {sum(n >= max_tokens for n in lengths)}\n")
     print("| part | calls | s | ms per call | share |")
     print("|---|---|---|---|---|")
     for key, sec in sorted(spent.items(), key=lambda kv: -kv[1])[:12]:

@@ -1,7 +1,8 @@
 """The transformers backend's generation loop (harness/backends/hf_generate.py) on the real
 default model: batched greedy decoding equals unbatched decoding and transformers' own
 `generate`; sequences leave the batch at their own end; sc@K chains share one prefill and each
-chain's sample depends only on its seed; prompt-lookup drafts give the tokens of one-token steps."""
+chain's sample depends only on its seed; prompt-lookup drafts give the tokens of one-token steps,
+greedy or sampled; the inverse-CDF sampler draws from the temperature / top-p distribution."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from harness.backends import kv_cache
 from harness.backends.dtypes import resolve_dtype, slow_dtype_reason
+from harness.backends.hf_generate import _cache_of, _cdf, _draw
 from harness.backends.prompt_lookup import NgramIndex, draft_cap
 from harness.run.threads import apply_threads, default_threads, thread_settings
 from harness.types import GenerationConfig, GenerationRequest, Message
@@ -154,6 +156,41 @@ def test_prompt_lookup_stops_exactly_at_budget_and_stop_string(hf_backend):
     assert (drafted.text, drafted.n_completion_tokens) == (plain.text, plain.n_completion_tokens)
 
 
+def test_sampled_chains_with_drafts_write_the_tokens_of_one_token_steps(hf_backend):
+    """A drafted token is kept when the sample at the chain's next uniform number equals it, so
+    drafts change how many passes a sampled chain takes, never its tokens."""
+    reqs = [GenerationRequest(messages=r.messages, config=GenerationConfig(
+        max_tokens=60, temperature=0.5, top_p=0.95 if i % 2 else 1.0, seed=10 + i))
+        for i, r in enumerate(_copy_requests(GenerationConfig()))]
+    plain, plain_stats = _generate_with(hf_backend, reqs, 0)
+    drafted, stats = _generate_with(hf_backend, reqs, 10)
+    assert [d.text for d in drafted] == [p.text for p in plain]
+    assert [d.n_completion_tokens for d in drafted] == [p.n_completion_tokens for p in plain]
+    assert stats["accepted_tokens"] > 10 and stats["decode_steps"] < plain_stats["decode_steps"]
+    (alone,), alone_stats = _generate_with(hf_backend, reqs[:1], 10, batch_size=1)
+    assert alone.text == plain[0].text and alone_stats["accepted_tokens"] > 10
+
+
+def test_inverse_cdf_sampler_follows_temperature_and_top_p():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -30.0, 1.0]])
+    probs = torch.softmax(logits[0] / 0.5, dim=-1)
+    gen = torch.Generator().manual_seed(0)
+    n = 20000
+    cdf = _cdf(logits, [GenerationConfig(temperature=0.5)])[0]
+    counts = torch.bincount(torch.tensor([_draw(cdf, gen) for _ in range(n)]), minlength=5).double() / n
+    assert torch.allclose(counts, probs.double(), atol=0.015)  # ~5 standard errors at the largest share
+    assert counts[3] == 0  # p ~ 1e-27
+    # top-p 0.9 keeps the smallest set of most likely tokens whose mass reaches 0.9: tokens 0, 1 and 4
+    cdf = _cdf(logits, [GenerationConfig(temperature=0.5, top_p=0.9)])[0]
+    drawn = {_draw(cdf, gen) for _ in range(2000)}
+    assert drawn == {0, 1, 4}
+    cdf = _cdf(logits, [GenerationConfig(temperature=0.5, top_p=0.1)])[0]
+    assert {_draw(cdf, gen) for _ in range(200)} == {0}  # the top token is always kept
+    # a chain's stream: the same seed draws the same tokens, one uniform number per token
+    a, b = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    assert [_draw(cdf, a) for _ in range(5)] == [_draw(cdf, b) for _ in range(5)]
+
+
 def test_rejected_draft_columns_are_compacted_without_changing_tokens(hf_backend, monkeypatch):
     reqs = _copy_requests(GenerationConfig(max_tokens=48))
     plain, _ = _generate_with(hf_backend, reqs, 0)
@@ -240,3 +277,31 @@ def test_run_records_threads_and_resolved_dtype(tmp_path, default_model_dir):
     env = record["environment"]
     assert env["threads"] == 1 and env["threads_source"] == "--threads" and env["torch_threads"] == 1
     assert "dtype=float32" in json.dumps(record["model"])  # dtype=auto, resolved on a CPU
+
+
+def test_cpu_gqa_attention_is_bit_identical_to_sdpa(hf_backend):
+    """The grouped-query attention the backend installs on a CPU gives sdpa's logits bit for bit,
+    for a left-padded prefill and a step of several query tokens over a cache (masks, q > 1)."""
+    from harness.backends import cpu_attention
+
+    model = hf_backend.model
+    assert hf_backend.info()["attention"] == cpu_attention.NAME == model.config._attn_implementation
+    assert model.config.num_attention_heads > model.config.num_key_value_heads  # grouped heads
+    ids = torch.randint(10, 1000, (3, 40), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(3, 40, dtype=torch.long)
+    mask[1, :7], mask[2, :19] = 0, 0
+    step = torch.randint(10, 1000, (3, 4), generator=torch.Generator().manual_seed(1))
+    outs = {}
+    try:
+        for name in ("sdpa", cpu_attention.NAME):
+            model.set_attn_implementation(name)
+            with torch.inference_mode():
+                first = model(input_ids=ids, attention_mask=mask, use_cache=True)
+                full = torch.cat([mask, torch.ones(3, 4, dtype=torch.long)], dim=1)
+                second = model(input_ids=step, attention_mask=full, use_cache=True,
+                               **{hf_backend._cache_kw: _cache_of(first)})
+            outs[name] = (first.logits, second.logits)
+    finally:
+        model.set_attn_implementation(cpu_attention.NAME)
+    assert torch.equal(outs["sdpa"][0], outs[cpu_attention.NAME][0])
+    assert torch.equal(outs["sdpa"][1], outs[cpu_attention.NAME][1])

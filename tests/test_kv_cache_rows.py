@@ -64,3 +64,32 @@ def test_copy_rows_copies_and_leaves_the_source(kind: str) -> None:
     assert copy.layers[1].keys[:, 0, 0, 0].tolist() == [3.0, 1.0]  # layer 1 holds keys + 1
     copy.layers[0].keys.add_(100)
     assert source.layers[0].keys[:, 0, 0, 0].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_rows_leave_and_join_in_place_in_the_buffer() -> None:
+    """A row that leaves is overwritten by the later rows; a row no longer than the others joins
+    in the room it left, without a new buffer; a longer one, or repeated rows, get a new one."""
+    keys = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 3, 1).contiguous()
+    cache = _cache("buffer", keys)
+    layer = cache.layers[0]
+    storage = layer._k.data_ptr()
+    cache.batch_select_indices(torch.tensor([0, 2, 3]))  # row 1 leaves
+    assert layer._k.data_ptr() == storage and layer.keys[:, 0, :, 0].tolist() == [[0] * 3, [2] * 3, [3] * 3]
+    joining = _cache("buffer", torch.full((1, 1, 2, 1), 9.0))
+    mask = torch.ones(3, 3, dtype=torch.long)
+    cache, mask = merge_rows(cache, mask, joining, torch.ones(1, 2, dtype=torch.long))
+    assert layer._k.data_ptr() == storage  # into the free row
+    assert mask.tolist()[-1] == [0, 1, 1] and layer.keys[:, 0, :, 0].tolist()[-1] == [0, 9, 9]
+    assert torch.equal(cache.layers[1].values, -cache.layers[1].keys)
+    keys_now, _ = layer.update(torch.full((4, 1, 1, 1), 5.0), torch.zeros(4, 1, 1, 1))
+    assert keys_now[:, 0, -1, 0].tolist() == [5.0] * 4 and keys_now[3, 0, :, 0].tolist() == [0, 9, 9, 5]
+    cache.layers[1].update(torch.full((4, 1, 1, 1), 6.0), torch.full((4, 1, 1, 1), -6.0))
+    mask = torch.cat([mask, torch.ones(4, 1, dtype=torch.long)], dim=1)
+    cache.batch_select_indices(torch.tensor([3, 3, 0]))  # repeated rows: a new buffer
+    assert layer._k.data_ptr() != storage
+    assert layer.keys[:, 0, :, 0].tolist() == [[0, 9, 9, 5], [0, 9, 9, 5], [0, 0, 0, 5]]
+    longer = _cache("buffer", torch.full((1, 1, 6, 1), 4.0))
+    before = layer._k.data_ptr()
+    cache, mask = merge_rows(cache, mask[[3, 3, 0]], longer, torch.ones(1, 6, dtype=torch.long))
+    assert layer._k.data_ptr() != before and layer.keys.shape[:3] == (4, 1, 6)
+    assert layer.keys[:, 0, :, 0].tolist()[0] == [0, 0, 0, 9, 9, 5] and mask.tolist()[0] == [0, 0, 0, 1, 1, 1]

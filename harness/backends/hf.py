@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from harness.backends import cpu_linear
+from harness.backends import cpu_attention, cpu_linear
 from harness.backends.context import refuse_json_schema
 from harness.backends.dtypes import resolve_dtype
 from harness.backends.fingerprint import folder_fingerprint
@@ -93,7 +93,7 @@ class HFBackend(ModelBackend):
         self.path = resolve_model_path(model, revision)
         self.revision = revision
         self.batch_size = int(batch_size)
-        # greedy chains check up to this many prompt-lookup draft tokens per step (0: off); an
+        # chains (greedy or sampled) check up to this many prompt-lookup draft tokens per step (0: off); an
         # execution setting like batch_size: the tokens are those of one-token steps
         self.prompt_lookup = int(prompt_lookup)
         if self.prompt_lookup < 0:
@@ -112,6 +112,8 @@ class HFBackend(ModelBackend):
         )
         self.model.to(self.device)  # type: ignore[arg-type]
         self.model.eval()
+        # bit-identical to sdpa, without copying keys and values for grouped heads (CPU only)
+        self.attention = cpu_attention.install(self.model)
         self._pack, self.pack_policy = self._pack_policy(packed_linear)
         self.packed_linear = 0  # layers packed, at the first generation request
         if self.tokenizer.pad_token_id is None:
@@ -167,6 +169,7 @@ class HFBackend(ModelBackend):
             "batch_size": self.batch_size,
             "prompt_lookup": self.prompt_lookup,
             "packed_linear": self.pack_policy,
+            "attention": self.attention,
             "max_length": self.max_length,
             "fingerprint": self.fingerprint(),
             "transformers_version": transformers.__version__,

@@ -18,6 +18,7 @@ squeeze out the masked columns that rejected drafts leave inside rows.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -29,21 +30,26 @@ HOLE_SLACK = 32
 
 
 class BufferLayer(DynamicLayer):
-    """`keys`/`values` are views of the first `filled` columns of `_k`/`_v` [rows, heads, capacity, dim]."""
+    """`keys`/`values` are views of the first `rows` rows and `filled` columns of `_k`/`_v`
+    [row room, heads, capacity, dim]. A step writes its columns in place; a row that leaves is
+    overwritten by the rows after it, and rows that join go into the room it left when they are
+    no longer than the rows there (the usual case: prompts are taken longest first), so neither
+    copies the whole cache."""
 
     def __init__(self, reserve: int) -> None:
         super().__init__()
         self.reserve = max(1, int(reserve))
         self.filled = 0
+        self.rows = 0
         self._k: torch.Tensor | None = None
         self._v: torch.Tensor | None = None
 
-    def _alloc(self, like: torch.Tensor, capacity: int) -> torch.Tensor:
-        return like.new_empty((*like.shape[:2], capacity, like.shape[3]))
+    def _alloc(self, like: torch.Tensor, rows: int, capacity: int) -> torch.Tensor:
+        return like.new_empty((rows, like.shape[1], capacity, like.shape[3]))
 
     def _views(self) -> tuple[torch.Tensor, torch.Tensor]:
         assert self._k is not None and self._v is not None
-        keys, values = self._k[:, :, :self.filled], self._v[:, :, :self.filled]
+        keys, values = self._k[:self.rows, :, :self.filled], self._v[:self.rows, :, :self.filled]
         self.keys, self.values = keys, values
         return keys, values
 
@@ -51,11 +57,11 @@ class BufferLayer(DynamicLayer):
         """Replace the contents (after rows were merged); room for `reserve` more columns."""
         if not self.is_initialized:
             self.lazy_initialization(keys, values)
-        n = keys.shape[2]
-        self._k, self._v = self._alloc(keys, n + self.reserve), self._alloc(values, n + self.reserve)
+        rows, n = keys.shape[0], keys.shape[2]
+        self._k, self._v = self._alloc(keys, rows, n + self.reserve), self._alloc(values, rows, n + self.reserve)
         self._k[:, :, :n] = keys
         self._v[:, :, :n] = values
-        self.filled = n
+        self.filled, self.rows = n, rows
         self._views()
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
@@ -66,31 +72,39 @@ class BufferLayer(DynamicLayer):
         n = key_states.shape[2]
         if self.filled + n > self._k.shape[2]:  # a chain outlived the reserve: double
             capacity = max(2 * self._k.shape[2], self.filled + n)
-            k, v = self._alloc(self._k, capacity), self._alloc(self._v, capacity)
-            k[:, :, :self.filled] = self._k[:, :, :self.filled]
-            v[:, :, :self.filled] = self._v[:, :, :self.filled]
+            k, v = self._alloc(self._k, self.rows, capacity), self._alloc(self._v, self.rows, capacity)
+            k[:, :, :self.filled] = self._k[:self.rows, :, :self.filled]
+            v[:, :, :self.filled] = self._v[:self.rows, :, :self.filled]
             self._k, self._v = k, v
-        self._k[:, :, self.filled:self.filled + n] = key_states
-        self._v[:, :, self.filled:self.filled + n] = value_states
+        self._k[:self.rows, :, self.filled:self.filled + n] = key_states
+        self._v[:self.rows, :, self.filled:self.filled + n] = value_states
         self.filled += n
         return self._views()
 
     def merge(self, other: Any, pad_self: int, pad_other: int) -> None:
-        """Append `other`'s rows, each side left-padded in time with zeros, in one new buffer
-        (one copy of each side, not a concatenation and then a copy)."""
+        """Append `other`'s rows, each side left-padded in time with zeros: into the free rows
+        when this side needs no padding, else both sides into one new buffer."""
+        assert self._k is not None and self._v is not None
         keys, values = self._views()
         width = keys.shape[2] + pad_self
-        rows = keys.shape[0]
+        rows, joining = self.rows, other.keys.shape[0]
+        if pad_self == 0 and rows + joining <= self._k.shape[0]:
+            for buf, theirs in ((self._k, other.keys), (self._v, other.values)):
+                buf[rows:rows + joining, :, :pad_other].zero_()
+                buf[rows:rows + joining, :, pad_other:width] = theirs
+            self.rows = rows + joining
+            self._views()
+            return
         out: list[torch.Tensor] = []
         for mine, theirs in ((keys, other.keys), (values, other.values)):
-            buf = mine.new_empty((rows + theirs.shape[0], mine.shape[1], width + self.reserve, mine.shape[3]))
+            buf = self._alloc(mine, rows + joining, width + self.reserve)
             buf[:rows, :, :pad_self].zero_()
             buf[:rows, :, pad_self:width] = mine
             buf[rows:, :, :pad_other].zero_()
             buf[rows:, :, pad_other:width] = theirs
             out.append(buf)
         self._k, self._v = out
-        self.filled = width
+        self.filled, self.rows = width, rows + joining
         self._views()
 
     def get_seq_length(self) -> int:
@@ -99,7 +113,20 @@ class BufferLayer(DynamicLayer):
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self._k is None or self._v is None:
             return
-        self._k, self._v = self._k[indices], self._v[indices]
+        chosen = [int(i) for i in indices.tolist()]
+        if all(a < b for a, b in itertools.pairwise(chosen)):
+            # rows in order, some left: move the later rows up, in place (filled columns only)
+            for to, frm in enumerate(chosen):
+                if frm != to:
+                    self._k[to, :, :self.filled] = self._k[frm, :, :self.filled]
+                    self._v[to, :, :self.filled] = self._v[frm, :, :self.filled]
+        else:  # rows repeated or reordered (a prompt's chains): a new buffer
+            k = self._alloc(self._k, len(chosen), self._k.shape[2])
+            v = self._alloc(self._v, len(chosen), self._v.shape[2])
+            k[:, :, :self.filled] = self._k[indices, :, :self.filled]
+            v[:, :, :self.filled] = self._v[indices, :, :self.filled]
+            self._k, self._v = k, v
+        self.rows = len(chosen)
         self._views()
 
     def drop_front(self, n: int) -> None:

@@ -1,12 +1,13 @@
-"""Draft tokens for prompt-lookup (n-gram) speculative decoding of greedy chains.
+"""Draft tokens for prompt-lookup (n-gram) speculative decoding.
 
 On a CPU a decode step of the default model reads all of its weights for a handful of rows, so
 checking several tokens of one row in one forward pass costs little more than one token. The
 draft is what followed the most recent earlier occurrence of the chain's last n tokens, in the
 prompt or in its own output: notes copy the transcript, answers quote the question, and a chain
 stuck in a loop repeats itself. The model checks the draft and keeps its longest prefix that
-greedy decoding would have produced, plus its own next token, so the tokens are the same as
-one-token steps (the same technique as transformers' `prompt_lookup_num_tokens` and vLLM's
+decoding would have produced (the argmax, or for a sampled chain the token its next random
+number picks: harness.backends.hf_generate), plus its own next token, so the tokens are the same
+as one-token steps (the same technique as transformers' `prompt_lookup_num_tokens` and vLLM's
 `ngram` speculative decoding; written here because the loop is our own continuous-batching one).
 """
 
@@ -47,7 +48,7 @@ class NgramIndex:
 
 
 def draft_cap(rows: int, limit: int, packed: bool = False) -> int:
-    """Most draft tokens per row for a step with `rows` greedy rows: a verify pass of at most 16
+    """Most draft tokens per row for a step with `rows` drafting rows: a verify pass of at most 16
     token rows with torch's kernels, past which a CPU step grows steeply, or 32 with packed ones."""
     most = 32 if packed else 16
     return max(0, min(limit, most // max(rows, 1) - 1))
