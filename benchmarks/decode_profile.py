@@ -34,7 +34,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-packed", action="store_true", help="torch's own linear kernels (packed_linear=false)")
     p.add_argument("--sc", type=int, default=0, help="sample this many chains per prompt (temperature 0.7, "
-                   "seeds 0..K-1, as sc@K) instead of one greedy chain")
+                   "seeds SEED..SEED+K-1, as sc@K) instead of one greedy chain")
+    p.add_argument("--seed", type=int, default=1234, help="the first chain's seed (harness run's default --seed)")
+    p.add_argument("--prompt-lookup", type=int, default=10, help="draft tokens at most (0: no drafts)")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -42,11 +44,12 @@ def main() -> None:
     from harness.types import GenerationConfig, GenerationRequest
 
     _, prompts, max_tokens = plan_prompts(args.dataset, args.n, args.data_dir)
-    backend = HFBackend(None, dtype="float32", batch_size=args.batch_size, packed_linear=not args.no_packed)
+    backend = HFBackend(None, dtype="float32", batch_size=args.batch_size, packed_linear=not args.no_packed,
+                        prompt_lookup=args.prompt_lookup)
     model = backend.model
     if args.sc:
         requests = [GenerationRequest(prompt=text, config=GenerationConfig(
-            max_tokens=max_tokens, temperature=0.7, seed=j)) for text in prompts for j in range(args.sc)]
+            max_tokens=max_tokens, temperature=0.7, seed=args.seed + j)) for text in prompts for j in range(args.sc)]
     else:
         config = GenerationConfig(max_tokens=max_tokens, temperature=0.0)
         requests = [GenerationRequest(prompt=text, config=config) for text in prompts]

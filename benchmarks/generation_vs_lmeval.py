@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     lines = machine()
     rows: list[Row] = []
-    for dataset in args.datasets.split(","):
+    for dataset in [d for d in args.datasets.split(",") if d]:  # "" runs only the sc@5 table
         ids, prompts, max_tokens = plan_prompts(dataset, args.n, args.data_dir)
         extra = ["--model-args", "dtype=float32"]
         ours, ours_out = run_ours(dataset, args.n, args, work, "harness run (hf)", extra)
