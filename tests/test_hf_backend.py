@@ -73,3 +73,20 @@ def test_cache_returns_identical_results(hf_backend, tmp_path):
     again = CachingBackend(hf_backend, tmp_path / "c.sqlite")
     assert again.loglikelihood(REQUESTS) == first
     assert again.stats() == {"hits": len(REQUESTS), "misses": 0}
+
+
+def test_cache_keys_sampled_generations_by_the_backends_sampler(scripted, tmp_path):
+    """A seed names a sample only for one sampler: another sampler misses sampled entries and
+    still hits greedy ones."""
+    greedy = GenerationRequest(prompt="Hi", config=GenerationConfig(max_tokens=4))
+    sampled = GenerationRequest(prompt="Hi", config=GenerationConfig(max_tokens=4, temperature=0.7, seed=1))
+    scripted.info = lambda: {"backend": "scripted", "sampler": "old"}  # type: ignore[method-assign]
+    CachingBackend(scripted, tmp_path / "c.sqlite").generate([greedy, sampled])
+    same = CachingBackend(scripted, tmp_path / "c.sqlite")
+    same.generate([greedy, sampled])
+    assert same.stats() == {"hits": 2, "misses": 0}
+    scripted.info = lambda: {"backend": "scripted", "sampler": "new"}  # type: ignore[method-assign]
+    other = CachingBackend(scripted, tmp_path / "c.sqlite")
+    other.generate([greedy, sampled])
+    assert other.stats() == {"hits": 1, "misses": 1}
+    assert scripted.generate_calls[-1] == sampled

@@ -1,7 +1,9 @@
 """A request cache wrapped around any backend.
 
-Keyed by sha256(model fingerprint + canonical request); SQLite in WAL mode so parallel runs
-can share one file. Each batch commits before it returns, so a killed run loses at most the
+Keyed by sha256(model fingerprint + canonical request), and for sampled generation also by the
+backend's `sampler` (its info): a seed names a sample only for one way of drawing tokens, so a
+new sampler gets new samples while greedy and log-likelihood entries stay. SQLite in WAL mode so
+parallel runs can share one file. Each batch commits before it returns, so a killed run loses at most the
 batch in flight.
 """
 
@@ -47,6 +49,7 @@ class CachingBackend(ModelBackend):
         self.hits = 0
         self.misses = 0
         self._model_fp = inner.fingerprint()
+        self._sampler = str(inner.info().get("sampler") or "")
 
     def fingerprint(self) -> str:
         return self._model_fp
@@ -64,6 +67,8 @@ class CachingBackend(ModelBackend):
         self._db.close()
 
     def _key(self, request: LoglikelihoodRequest | GenerationRequest) -> str:
+        if self._sampler and isinstance(request, GenerationRequest) and request.config.temperature > 0:
+            return stable_hash({"model": self._model_fp, "sampler": self._sampler, "request": request.key()})
         return stable_hash({"model": self._model_fp, "request": request.key()})
 
     def _cached(

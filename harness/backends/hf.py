@@ -158,6 +158,8 @@ class HFBackend(ModelBackend):
     def info(self) -> dict[str, Any]:
         import transformers
 
+        from harness.backends.hf_generate import SAMPLER
+
         return {
             "backend": "hf",
             "model": self.model_arg,
@@ -170,6 +172,7 @@ class HFBackend(ModelBackend):
             "prompt_lookup": self.prompt_lookup,
             "packed_linear": self.pack_policy,
             "attention": self.attention,
+            "sampler": SAMPLER,
             "max_length": self.max_length,
             "fingerprint": self.fingerprint(),
             "transformers_version": transformers.__version__,

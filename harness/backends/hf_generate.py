@@ -57,6 +57,9 @@ from harness.backends.kv_cache import (
 from harness.backends.prompt_lookup import NgramIndex, choose_width, draft_cap
 from harness.types import GenerationConfig, GenerationResult
 
+# How sampled tokens are drawn from a seed (recorded in info; part of sampled requests' cache key).
+SAMPLER = "inverse-cdf: one float64 uniform per token from the chain's torch.Generator"
+
 # A prefill group takes prompts down to this fraction of its longest one (plus a few tokens).
 _PAD_RATIO = 0.75
 _PAD_SLACK = 16
