@@ -32,7 +32,9 @@ and draws each token by inverting the distribution's CDF at one uniform number f
 generator: one number per token, whether the token comes from a one-token step or from checking
 a draft. So a drafted token is kept exactly when the sample at that position equals it, and a
 sampled chain with drafts writes the tokens it writes without them (the same exactness as greedy
-drafting, not rejection sampling's "same distribution, other tokens"). torch.multinomial is not
+drafting, not rejection sampling's "same distribution, other tokens"; in both, a wider pass can
+change the logits' last float32 bits, which moves a token only when its uniform number falls
+within that much of a CDF boundary, or the top two logits tie that closely). torch.multinomial is not
 used: it draws a vocabulary's worth of exponentials per token (~0.8 ms for 49k tokens on this
 CPU, against one uniform and a cumulative sum), and its stream could not be shared with drafts.
 """
@@ -132,7 +134,7 @@ class Decoder:
         self.eos = eos
         self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
         self.buffers = supports_buffers(model)
-        self.stats = {"prefill_tokens": 0, "padded_prefill_tokens": 0, "decode_steps": 0,
+        self.stats = {"prefill_calls": 0, "prefill_tokens": 0, "padded_prefill_tokens": 0, "decode_steps": 0,
                       "decoded_rows": 0, "drafted_tokens": 0, "accepted_tokens": 0, "compactions": 0,
                       "parked_rows": 0, "max_rows": 0}
 
@@ -288,6 +290,7 @@ class Decoder:
                              v.expand(len(group), -1, -1, -1).contiguous(), i)
             mask = torch.cat([mask.new_ones((len(group), shared)), mask], dim=1)
         ids, mask, pos = ids.to(self.device), mask.to(self.device), pos.to(self.device)
+        self.stats["prefill_calls"] += 1
         self.stats["prefill_tokens"] += sum(len(u.prompt) - shared for u in group)
         self.stats["padded_prefill_tokens"] += width * len(group)
         kwargs: dict[str, Any] = {"input_ids": ids, "position_ids": pos, "use_cache": True,
