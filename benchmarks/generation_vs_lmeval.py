@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Benchmark: greedy generation through `harness run` (hf backend) vs lm-eval 0.4.13's hf
 `generate_until`, same model, dtype, batch size, max tokens and prompts; llama.cpp's server
-through our openai backend as a third row; and sc@5 vs one greedy chain. Run on demand (not in
-CI); see benchmarks/README.md.
+through our openai backend as a third row; and sc@5 vs one greedy chain, and vs lm-eval's
+`repeats: 5` sampling. Run on demand (not in CI); see benchmarks/README.md.
 
 Prompts: MedQA `cot` prompts and MTS-Dialog doctor turns (`mts_dialog_turn`), the first N of
 each from the local data. Our prompts are rendered once (the model's chat template) and given to
@@ -135,23 +135,29 @@ def completion_tokens(run_dir: Path) -> int:
 
 
 def run_lmeval(dataset: str, prompts: list[str], max_tokens: int, args: argparse.Namespace,
-               work: Path, eos: str) -> tuple[Row, list[str]]:
+               work: Path, eos: str, repeats: int = 1) -> tuple[Row, list[str]]:
+    """lm-eval's hf `generate_until` on the prompts: greedy, or with `repeats` > 1 that many
+    chains per prompt sampled at temperature 0.7 (`repeats` in the task YAML, as lm-eval's own
+    self-consistency tasks do); the outputs, all chains of a prompt in a row."""
     import yaml
 
     from harness.backends.models import default_model_dir
 
-    tdir = work / f"lmeval-tasks-{dataset}"
+    tag = dataset if repeats == 1 else f"{dataset}-sc{repeats}"
+    tdir = work / f"lmeval-tasks-{tag}"
     tdir.mkdir(exist_ok=True)
     data = tdir / "docs.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "target": ""}) + "\n" for p in prompts))
-    name = f"genbench_{dataset}"
+    name = f"genbench_{tag}".replace("-", "_")
+    sampling = {"do_sample": False} if repeats == 1 else {"do_sample": True, "temperature": 0.7}
     (tdir / f"{name}.yaml").write_text(yaml.safe_dump({
         "task": name, "dataset_path": "json", "dataset_kwargs": {"data_files": {"test": str(data)}},
         "test_split": "test", "output_type": "generate_until", "doc_to_text": "{{prompt}}",
-        "doc_to_target": "{{target}}", "target_delimiter": "",
-        "generation_kwargs": {"until": [eos], "max_gen_toks": max_tokens, "do_sample": False},
+        "doc_to_target": "{{target}}", "target_delimiter": "", "repeats": repeats,
+        "generation_kwargs": {"until": [eos], "max_gen_toks": max_tokens, **sampling},
         "metric_list": [{"metric": "exact_match"}],
     }))
+    dataset = tag
     out = work / f"lmeval-{dataset}"
     cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args",
            f"pretrained={default_model_dir()},dtype=float32", "--include_path", str(tdir), "--tasks", name,
@@ -165,7 +171,7 @@ def run_lmeval(dataset: str, prompts: list[str], max_tokens: int, args: argparse
         return row, []
     docs = [json.loads(line) for line in files[-1].read_text().splitlines()]
     docs.sort(key=lambda d: d["doc_id"])
-    return row, [d["resps"][0][0] for d in docs]
+    return row, [chain[0] for d in docs for chain in d["resps"]]
 
 
 def count_tokens(texts: list[str]) -> int:
@@ -269,6 +275,22 @@ def run_sc(args: argparse.Namespace, work: Path) -> str:
         per = f"{1000 * gen / row.tokens:.1f}" if row.tokens else ""
         out.append(f"| {row.system} | {row.n} | {row.wall_s:.1f} | {row.cpu_s:.1f} | {gen:.1f} | {row.tokens} | "
                    f"{per} | {gen / greedy:.2f} | {gen / one:.2f} |")
+    if args.no_lmeval:
+        return "\n".join(out)
+    # lm-eval on the same prompts: greedy, and 5 chains by `repeats: 5` at temperature 0.7 (its
+    # own sampling, so other chains than ours); lm-eval reports no generation time, so walls
+    _, prompts, max_tokens = plan_prompts("medqa_cot", args.sc, args.data_dir)
+    lm = [run_lmeval("medqa_cot", prompts, max_tokens, args, work, "<|im_end|>", repeats=k) for k in (1, 5)]
+    out += ["", "| run | questions | wall s | CPU s | generated tokens | wall x its greedy run | wall x ours |",
+            "|---|---|---|---|---|---|---|"]
+    for (row, texts), k, ours in zip(lm, (1, 5), (runs[0], runs[2]), strict=True):
+        if not row.ok:
+            out.append(f"| lm-eval {'cot' if k == 1 else 'sc@5 (repeats 5)'} | failed: {row.note} | | | | | |")
+            continue
+        row.tokens = count_tokens(texts)
+        out.append(f"| lm-eval {'cot' if k == 1 else 'sc@5 (repeats 5)'} | {row.n} | {row.wall_s:.1f} | "
+                   f"{row.cpu_s:.1f} | {row.tokens} | {row.wall_s / lm[0][0].wall_s:.2f} | "
+                   f"{row.wall_s / ours.wall_s:.2f} |")
     return "\n".join(out)
 
 
