@@ -171,7 +171,7 @@ def run_lmeval(dataset: str, prompts: list[str], max_tokens: int, args: argparse
         return row, []
     docs = [json.loads(line) for line in files[-1].read_text().splitlines()]
     docs.sort(key=lambda d: d["doc_id"])
-    return row, [chain[0] for d in docs for chain in d["resps"]]
+    return row, [text for d in docs for resp in d["resps"] for text in resp]  # resps: [[chain, ...]]
 
 
 def count_tokens(texts: list[str]) -> int:
