@@ -157,17 +157,16 @@ def run_lmeval(dataset: str, prompts: list[str], max_tokens: int, args: argparse
         "generation_kwargs": {"until": [eos], "max_gen_toks": max_tokens, **sampling},
         "metric_list": [{"metric": "exact_match"}],
     }))
-    dataset = tag
-    out = work / f"lmeval-{dataset}"
+    out = work / f"lmeval-{tag}"
     cmd = [sys.executable, "-m", "lm_eval", "run", "--model", "hf", "--model_args",
            f"pretrained={default_model_dir()},dtype=float32", "--include_path", str(tdir), "--tasks", name,
            "--batch_size", str(args.batch_size), "--log_samples", "--output_path", str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": str(args.threads)}
-    rc, wall, cpu, rss = timed(cmd, work / f"lmeval-{dataset}.log", env)
-    row = Row(dataset, "lm-eval hf generate_until", len(prompts), wall, cpu, rss_mb=rss, ok=rc == 0)
+    rc, wall, cpu, rss = timed(cmd, work / f"lmeval-{tag}.log", env)
+    row = Row(tag, "lm-eval hf generate_until", len(prompts), wall, cpu, rss_mb=rss, ok=rc == 0)
     files = sorted(out.rglob(f"samples_{name}_*.jsonl"))
     if rc != 0 or not files:
-        row.ok, row.note = False, f"exit {rc}, see {work / f'lmeval-{dataset}.log'}"
+        row.ok, row.note = False, f"exit {rc}, see {work / f'lmeval-{tag}.log'}"
         return row, []
     docs = [json.loads(line) for line in files[-1].read_text().splitlines()]
     docs.sort(key=lambda d: d["doc_id"])
@@ -283,12 +282,12 @@ def run_sc(args: argparse.Namespace, work: Path) -> str:
     lm = [run_lmeval("medqa_cot", prompts, max_tokens, args, work, "<|im_end|>", repeats=k) for k in (1, 5)]
     out += ["", "| run | questions | wall s | CPU s | generated tokens | wall x its greedy run | wall x ours |",
             "|---|---|---|---|---|---|---|"]
-    for (row, texts), k, ours in zip(lm, (1, 5), (runs[0], runs[2]), strict=True):
+    for (row, texts), label, ours in zip(lm, ("cot", "sc@5 (repeats 5)"), (runs[0], runs[2]), strict=True):
         if not row.ok:
-            out.append(f"| lm-eval {'cot' if k == 1 else 'sc@5 (repeats 5)'} | failed: {row.note} | | | | | |")
+            out.append(f"| lm-eval {label} | failed: {row.note} | | | | | |")
             continue
         row.tokens = count_tokens(texts)
-        out.append(f"| lm-eval {'cot' if k == 1 else 'sc@5 (repeats 5)'} | {row.n} | {row.wall_s:.1f} | "
+        out.append(f"| lm-eval {label} | {row.n} | {row.wall_s:.1f} | "
                    f"{row.cpu_s:.1f} | {row.tokens} | {row.wall_s / lm[0][0].wall_s:.2f} | "
                    f"{row.wall_s / ours.wall_s:.2f} |")
     return "\n".join(out)

@@ -279,10 +279,22 @@ def test_run_records_threads_and_resolved_dtype(tmp_path, default_model_dir):
     assert "dtype=float32" in json.dumps(record["model"])  # dtype=auto, resolved on a CPU
 
 
-def test_cpu_gqa_attention_is_bit_identical_to_sdpa(hf_backend):
+def test_cpu_gqa_attention_is_bit_identical_to_sdpa(hf_backend, monkeypatch):
     """The grouped-query attention the backend installs on a CPU gives sdpa's logits bit for bit,
-    for a left-padded prefill and a step of several query tokens over a cache (masks, q > 1)."""
+    for a left-padded prefill and a step of several query tokens over a cache (masks, q > 1),
+    without the key/value copies (`repeat_kv`) sdpa makes there."""
+    from transformers.integrations import sdpa_attention
+
     from harness.backends import cpu_attention
+
+    copies: dict[str, int] = {}
+    repeat_kv = sdpa_attention.repeat_kv
+
+    def counted(*args, **kwargs):
+        copies[name] = copies.get(name, 0) + 1
+        return repeat_kv(*args, **kwargs)
+
+    monkeypatch.setattr(sdpa_attention, "repeat_kv", counted)
 
     model = hf_backend.model
     assert hf_backend.info()["attention"] == cpu_attention.NAME == model.config._attn_implementation
@@ -305,3 +317,4 @@ def test_cpu_gqa_attention_is_bit_identical_to_sdpa(hf_backend):
         model.set_attn_implementation(cpu_attention.NAME)
     assert torch.equal(outs["sdpa"][0], outs[cpu_attention.NAME][0])
     assert torch.equal(outs["sdpa"][1], outs[cpu_attention.NAME][1])
+    assert copies.get("sdpa", 0) > 0 and copies.get(cpu_attention.NAME, 0) == 0

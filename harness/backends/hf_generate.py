@@ -206,11 +206,10 @@ class Decoder:
             self.stats["decode_steps"] += 1
             self.stats["decoded_rows"] += len(active)
             self.stats["max_rows"] = max(self.stats["max_rows"], len(active))
+            kept = self._verify(out.logits, active, drafts)
             if width == 1:
-                self._choose(out.logits[:, -1], active)
                 positions = positions + 1
             else:
-                kept = self._verify(out.logits, active, drafts)
                 for r, n in enumerate(kept):
                     mask[r, mask.shape[1] - width + n:] = 0
                 positions = positions + torch.tensor(kept, device=self.device)
@@ -304,7 +303,7 @@ class Decoder:
         index = torch.tensor(rows, device=self.device)
         if rows != list(range(len(group))):
             cache.batch_select_indices(index)
-        self._choose(out.logits[index, -1], chains)
+        self._verify(out.logits[index, -1:], chains, [[] for _ in chains])
         live = [j for j, c in enumerate(chains) if c.finish is None]
         positions = torch.tensor([c.n_prompt for c in chains], device=self.device)
         keep = torch.tensor(live, device=self.device)
@@ -313,17 +312,6 @@ class Decoder:
         return cache, mask[index][keep], positions[keep], [chains[j] for j in live]
 
     # -- tokens -------------------------------------------------------------------------------
-    def _choose(self, logits: torch.Tensor, chains: list[_Chain]) -> None:
-        logits = logits.float()
-        greedy = logits.argmax(dim=-1).tolist()
-        sampled = [r for r, c in enumerate(chains) if c.config.temperature > 0]
-        drawn: dict[int, int] = {}
-        if sampled:
-            cdf = _cdf(logits[sampled], [chains[r].config for r in sampled])
-            drawn = {r: _draw(cdf[i], chains[r].generator) for i, r in enumerate(sampled)}
-        for row, chain in enumerate(chains):
-            self._push(chain, int(drawn.get(row, greedy[row])))
-
     def _push(self, chain: _Chain, tok: int) -> None:
         chain.out.append(tok)
         if chain.lookup is not None:
@@ -360,9 +348,10 @@ class Decoder:
         return [d[:width - 1] for d in drafts]
 
     def _verify(self, logits: torch.Tensor, active: list[_Chain], drafts: list[list[int]]) -> list[int]:
-        """Each row keeps the prefix of its draft that its decoding agrees with (the argmax, or
-        the sample at the chain's next uniform number) and then its own next token; returns how
-        many of each row's new cache columns are real (its input token and the accepted draft)."""
+        """Each row's tokens from logits [rows, width, vocab]: the prefix of its draft that its
+        decoding agrees with (the argmax, or the sample at the chain's next uniform number), then
+        its own next token (all of a plain step or a prefill, where drafts are empty); returns
+        how many of each row's new cache columns are real (its input token and the accepted draft)."""
         logits = logits.float()
         greedy = logits.argmax(dim=-1).tolist()  # [rows][width]
         sampled = [r for r, c in enumerate(active) if c.config.temperature > 0]
