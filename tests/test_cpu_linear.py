@@ -1,8 +1,8 @@
 """oneDNN-packed linear layers on a CPU (harness/backends/cpu_linear.py): the hf backend packs a
-float32 model's plain linear layers at its first generation request, runs 4-32-row calls packed
-(what torch's kernels compute up to float32 rounding) and the others with torch's kernels, gives
-the same greedy texts, keeps log-likelihoods bit for bit, records the policy, and falls back when
-the check fails."""
+float32 model's plain linear layers at its first generation request, runs decode-sized calls
+(cpu_linear.PACKED_ROWS) packed (what torch's kernels compute up to float32 rounding) and the
+others with torch's kernels, gives the same greedy texts, keeps log-likelihoods bit for bit,
+records the policy, and falls back when the check fails."""
 
 from __future__ import annotations
 
@@ -34,11 +34,30 @@ def test_packed_linear_matches_f_linear_for_decode_and_prefill_shapes():
         got, want = packed(x), torch.nn.functional.linear(x, lin.weight, lin.bias)
         assert got.shape == (*shape[:-1], 40)
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
-        if x.numel() // 96 not in range(4, 33):
-            assert torch.equal(got, want)  # torch's kernels outside 4-32 rows
+        if x.numel() // 96 not in cpu_linear.PACKED_ROWS:
+            assert torch.equal(got, want)  # torch's kernels outside the packed rows
         packed.plain = True
         assert torch.equal(packed(x), want)
         packed.plain = False
+
+
+def test_packed_rows_follow_the_cpu_capability(monkeypatch):
+    # AVX-512: MKL's vector path wins for 1-3 rows; AVX2 only: MKL repacks from 2 rows, so pack from 2
+    assert cpu_linear.packed_rows("AVX512") == range(4, 33)
+    assert cpu_linear.packed_rows("AVX2") == range(2, 33)
+    assert cpu_linear.PACKED_ROWS == cpu_linear.packed_rows(torch.backends.cpu.get_cpu_capability())
+    lin = PackedLinear(torch.nn.Linear(16, 8))
+    real, calls = torch.ops.mkldnn, []
+
+    class Spy:
+        def __getattr__(self, name):
+            if name == "_linear_pointwise":
+                return lambda *a: calls.append(a) or real._linear_pointwise(*a)
+            return getattr(real, name)
+
+    monkeypatch.setattr(cpu_linear.torch.ops, "mkldnn", Spy(), raising=False)
+    lin(torch.randn(1, 2, 16))  # a 2-row call: packed on AVX2, torch's kernels on AVX-512
+    assert bool(calls) == (2 in cpu_linear.PACKED_ROWS)
 
 
 def test_pack_linears_leaves_subclasses_and_falls_back_when_the_check_fails(monkeypatch):
@@ -77,7 +96,8 @@ def test_hf_backend_packs_at_first_generation_with_the_same_texts_and_loglik(def
     plain = HFBackend(str(default_model_dir), batch_size=4, packed_linear=False)
     backend = HFBackend(str(default_model_dir), batch_size=4)
     assert plain.info()["packed_linear"] == "off: packed_linear=false"
-    assert backend.info()["packed_linear"].startswith("on: decode calls of 4-32 rows")
+    rows = cpu_linear.PACKED_ROWS
+    assert backend.info()["packed_linear"].startswith(f"on: decode calls of {rows.start}-{rows.stop - 1} rows")
     pairs = [LoglikelihoodRequest(context="Question: Which vitamin prevents scurvy?\nAnswer:", continuation=c)
              for c in (" Vitamin C", " Vitamin D and calcium")]
     before = [r.logprob for r in backend.loglikelihood(pairs)]

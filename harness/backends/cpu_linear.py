@@ -8,12 +8,13 @@ model (the same ops: `mkldnn._reorder_linear_weight`, `mkldnn._linear_pointwise`
 step takes 82 ms (`python benchmarks/decode_step_cost.py`). No library does this to an eager
 transformers model without compiling it, hence this module.
 
-Only calls of 4 to 32 rows use the packed copy: for 1 to 3 rows MKL's vector path is faster,
-and prefill and log-likelihood scoring (many rows, where both kernels run at the core's peak)
-keep torch's kernels, so their numbers stay those of `F.linear` (and of lm-eval). The packed
-results differ from `F.linear`'s in the last bits of float32, as any other kernel's do;
-`packed_linear=false` keeps torch's kernels everywhere. The copy costs the weights' size again,
-so the hf backend packs at its first generation request, not for log-likelihood runs.
+Only calls of 4 to 32 rows (2 to 32 on a CPU without AVX-512) use the packed copy: for fewer
+rows MKL's vector path is faster, and prefill and log-likelihood scoring (many rows, where both
+kernels run at the core's peak) keep torch's kernels, so their numbers stay those of
+`F.linear` (and of lm-eval). The packed results differ from `F.linear`'s in the last bits of
+float32, as any other kernel's do; `packed_linear=false` keeps torch's kernels everywhere. The
+copy costs the weights' size again, so the hf backend packs at its first generation request,
+not for log-likelihood runs.
 """
 
 from __future__ import annotations
@@ -35,8 +36,15 @@ _LAYOUT_ROWS = 8
 _WRAPPERS = ("peft.", "bitsandbytes.")
 
 
-# Rows per call that take the packed copy (measured: benchmarks/decode_step_cost.py).
-PACKED_ROWS = range(4, 33)
+def packed_rows(capability: str) -> range:
+    """Rows per call that take the packed copy, by torch's CPU capability (measured with
+    benchmarks/decode_step_cost.py, one thread, 250-token context). With AVX-512 (Xeon) MKL's
+    vector path is faster for 1-3 rows; with AVX2 only (EPYC) MKL repacks the weights for 2-3
+    rows as well: a 2-token step took 116 ms against 62 ms for one token, 70 ms packed."""
+    return range(4, 33) if capability.upper().startswith("AVX512") else range(2, 33)
+
+
+PACKED_ROWS = packed_rows(torch.backends.cpu.get_cpu_capability())
 
 
 class PackedLinear(torch.nn.Module):
