@@ -6,7 +6,7 @@ Each case prefills `--context` random tokens per row into the hf backend's buffe
 times `--steps` decode steps that feed every row `width` tokens (1 = a plain step; more = a
 row's last token plus width - 1 draft tokens), best of the steps after two warm-up steps, with
 torch's own linear kernels and with the oneDNN-packed weights the hf backend uses on a CPU for
-calls of 4-32 rows (harness.backends.cpu_linear; `--model-args packed_linear=false` turns them off).
+calls of cpu_linear.PACKED_ROWS rows (4-32, 2-32 without AVX-512; `--model-args packed_linear=false` turns them off).
 
     python benchmarks/decode_step_cost.py                 # float32, 1 thread
     python benchmarks/decode_step_cost.py --threads 2 --context 1000
