@@ -64,8 +64,9 @@ def step_cost(token_rows: int, packed: bool = False) -> float:
       kernels below; Xeon with AVX-512), against a 52 ms one-row step: 2 token rows 1.03-1.05,
       3 rows 1.15, 4 rows 1.24-1.28, 8 rows 1.58, 12 rows 1.85, 16 rows 2.11, 24 rows 2.71,
       32 rows 2.99. oneDNN reads the weights once whatever the rows. On AVX2 only (EPYC;
-      packed from 2 rows), against a 62 ms one-row step: 2 rows 1.13, 3 rows 1.17, 4 rows
-      1.35-1.40: the same curve, within this machine's noise.
+      packed from 2 rows; `decode_step_cost.py --steps 9`), against a 58 ms one-row step: 2
+      token rows 1.06-1.19, 4 rows 1.31-1.45, 8 rows 1.65, 3 rows 1.61 in that run (that
+      machine's neighbours add 10-30 % noise): close to the same curve.
     - torch's kernels (EPYC with AVX2): 1 row 94 ms, 3 rows 178 ms, 8 rows 206 ms, as MKL reads
       the weights as a vector product for one row and repacks them for more; 1 row + 10 drafts
       191 ms, 3 rows + 4 drafts 305 ms, 8 rows + 1 draft 319 ms.
